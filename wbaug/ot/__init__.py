@@ -1,0 +1,2 @@
+"""Optimal transport on point clouds (being built)."""
+__all__: list[str] = []
