@@ -1,0 +1,74 @@
+"""Save/load of a fitted sampler as plain tensors + a JSON config (loadable with ``weights_only=True``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["FORMAT_VERSION", "load_state", "save_state"]
+
+FORMAT_VERSION = 1
+
+
+def save_state(sampler: Any, path: str | Path, config_json: str) -> None:
+    """Write ``sampler``'s fitted state to ``path`` (parent folders must exist)."""
+    clouds = sampler.landmarks_
+    full = sampler.distances_
+    iu = torch.triu_indices(full.shape[0], full.shape[0], offset=1)
+    vals = full[iu[0], iu[1]]
+    known = ~torch.isnan(vals)
+    state: dict[str, Any] = {
+        "format": "wbaug.WassersteinBarycentricSampler",
+        "version": FORMAT_VERSION,
+        "config": config_json,
+        "knn_indices": sampler.knn_indices_.cpu(),
+        "knn_distances": sampler.knn_distances_.cpu(),
+        "pair_rows": iu[0][known],
+        "pair_cols": iu[1][known],
+        "pair_values": vals[known].cpu(),
+        "n_pairs_evaluated": int(sampler.n_pairs_evaluated_),
+        "fit_time": float(getattr(sampler, "fit_time_", 0.0)),
+    }
+    if isinstance(clouds, torch.Tensor):
+        state["landmarks"] = clouds.detach().cpu()
+    else:
+        state["landmark_list"] = [c.detach().cpu() for c in clouds]
+    torch.save(state, Path(path))
+
+
+def load_state(path: str | Path, *, map_location: str | torch.device | None = None) -> tuple[dict, dict]:
+    """Read a file written by :func:`save_state`: returns ``(config, state)`` with ``state["landmarks"]``
+    (tensor or list), ``"distances"`` (``(M, M)``, NaN where not evaluated) and the kNN tables."""
+    raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(raw, dict) or raw.get("format") != "wbaug.WassersteinBarycentricSampler":
+        raise ValueError(f"path {str(path)!r} is not a saved WassersteinBarycentricSampler")
+    if raw.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"path {str(path)!r} has format version {raw.get('version')}, expected {FORMAT_VERSION}"
+        )
+    config = json.loads(raw["config"])
+    if "landmarks" in raw:
+        clouds = raw["landmarks"]
+        if map_location is not None:
+            clouds = clouds.to(map_location)
+        ref = clouds
+    else:
+        clouds = [c if map_location is None else c.to(map_location) for c in raw["landmark_list"]]
+        ref = clouds[0]
+    m = raw["knn_indices"].shape[0]
+    full = torch.full((m, m), float("nan"), dtype=ref.dtype)
+    full.fill_diagonal_(0.0)
+    full[raw["pair_rows"], raw["pair_cols"]] = raw["pair_values"].to(ref.dtype)
+    full[raw["pair_cols"], raw["pair_rows"]] = raw["pair_values"].to(ref.dtype)
+    state = {
+        "landmarks": clouds,
+        "knn_indices": raw["knn_indices"],
+        "knn_distances": raw["knn_distances"],
+        "distances": full,
+        "n_pairs_evaluated": raw["n_pairs_evaluated"],
+        "fit_time": raw["fit_time"],
+    }
+    return config, state

@@ -1,0 +1,281 @@
+"""Training data of "Learning to Generate Wasserstein Barycenters" (Sec. 3.2): CSG shape contours.
+
+A shape starts as a random filled primitive (ellipse, triangle, rectangle or thick line) and is combined
+``d`` times with a fresh primitive by a random boolean operator (OR, AND, XOR, NOT = "and not"); ``d``
+follows the paper's mixture ``(U(0, 50) + N(0, 2.5) + N(50, 2.5)) / 3`` (one of the three components
+chosen uniformly, rounded and clamped to ``[0, 50]``), which favours very simple and very complex
+shapes. A Sobel filter turns the mask into a contour, normalised into a probability density.
+
+Pairs ``(a_1, a_2)`` with weights ``(lambda, 1 - lambda)``, ``lambda ~ U(0, 1)``, get a solver barycenter as
+target (``wbaug.grid``: convolutional, debiased or the paper's linearised one-step barycenter).
+Everything is drawn from explicit ``torch.Generator`` objects; datasets can be cached with ``torch.save``
+and reloaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from wbaug.grid import convolutional_barycenter, debiased_barycenter, linearized_barycenter
+
+__all__ = [
+    "OPERATORS",
+    "PRIMITIVES",
+    "PairDataset",
+    "build_kway_set",
+    "build_pair_set",
+    "load_or_build",
+    "random_contours",
+    "random_shape",
+    "sample_depth",
+    "sobel_contour",
+    "solver_barycenter",
+]
+
+PRIMITIVES = ("ellipse", "triangle", "rectangle", "line")
+OPERATORS = ("or", "and", "xor", "not")
+
+
+def _u(generator: torch.Generator | None, lo: float = 0.0, hi: float = 1.0, n: int = 1) -> Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def sample_depth(generator: torch.Generator | None = None, max_depth: int = 50) -> int:
+    """Number of boolean combinations ``d ~ (U(0, D) + N(0, 2.5) + N(D, 2.5)) / 3``, in ``[0, D]``."""
+    comp = int(torch.randint(3, (1,), generator=generator))
+    if comp == 0:
+        d = float(_u(generator, 0.0, max_depth))
+    else:
+        d = (0.0 if comp == 1 else float(max_depth)) + 2.5 * float(torch.randn(1, generator=generator))
+    return int(min(max(round(d), 0), max_depth))
+
+
+def _grid(size: int) -> tuple[Tensor, Tensor]:
+    t = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    return xx, yy
+
+
+def _rotate(x: Tensor, y: Tensor, cx: float, cy: float, angle: float) -> tuple[Tensor, Tensor]:
+    c, s = math.cos(angle), math.sin(angle)
+    dx, dy = x - cx, y - cy
+    return c * dx + s * dy, -s * dx + c * dy
+
+
+def _primitive(kind: str, size: int, generator: torch.Generator | None) -> Tensor:
+    """Filled primitive as a ``(size, size)`` bool mask on the unit square."""
+    xx, yy = _grid(size)
+    cx, cy = (float(v) for v in _u(generator, 0.15, 0.85, 2))
+    angle = float(_u(generator, 0.0, math.pi))
+    if kind == "ellipse":
+        ax, ay = (float(v) for v in _u(generator, 0.05, 0.35, 2))
+        u, v = _rotate(xx, yy, cx, cy, angle)
+        return (u / ax) ** 2 + (v / ay) ** 2 <= 1.0
+    if kind == "rectangle":
+        hx, hy = (float(v) for v in _u(generator, 0.04, 0.3, 2))
+        u, v = _rotate(xx, yy, cx, cy, angle)
+        return (u.abs() <= hx) & (v.abs() <= hy)
+    if kind == "triangle":
+        pts = _u(generator, 0.05, 0.95, 6).reshape(3, 2)
+        signs = []
+        for i in range(3):
+            (x0, y0), (x1, y1) = pts[i].tolist(), pts[(i + 1) % 3].tolist()
+            signs.append((x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0))
+        s = torch.stack(signs)
+        return (s >= 0).all(0) | (s <= 0).all(0)
+    if kind == "line":
+        x0, y0, x1, y1 = (float(v) for v in _u(generator, 0.05, 0.95, 4))
+        width = float(_u(generator, 1.0, 3.0)) / size
+        dx, dy = x1 - x0, y1 - y0
+        seg2 = max(dx * dx + dy * dy, 1e-12)
+        t = (((xx - x0) * dx + (yy - y0) * dy) / seg2).clamp(0.0, 1.0)
+        return (xx - x0 - t * dx) ** 2 + (yy - y0 - t * dy) ** 2 <= width**2
+    raise ValueError(f"kind must be one of {PRIMITIVES}, got {kind!r}")
+
+
+def _combine(a: Tensor, b: Tensor, op: str) -> Tensor:
+    if op == "or":
+        return a | b
+    if op == "and":
+        return a & b
+    if op == "xor":
+        return a ^ b
+    if op == "not":
+        return a & ~b
+    raise ValueError(f"op must be one of {OPERATORS}, got {op!r}")
+
+
+def random_shape(
+    size: int, *, depth: int | None = None, generator: torch.Generator | None = None, max_depth: int = 50
+) -> Tensor:
+    """A random CSG shape: ``(size, size)`` bool mask, never empty.
+
+    Args:
+        size: grid side in pixels.
+        depth: number of combinations ``d``; ``None`` draws it with :func:`sample_depth`.
+        generator: random source.
+        max_depth: upper end of the depth mixture (the paper: 50).
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8, got {size!r}")
+    d = sample_depth(generator, max_depth) if depth is None else int(depth)
+    if d < 0:
+        raise ValueError(f"depth must be >= 0, got {depth!r}")
+
+    def prim() -> Tensor:
+        return _primitive(PRIMITIVES[int(torch.randint(4, (1,), generator=generator))], size, generator)
+
+    shape = prim()
+    for _ in range(d):
+        new = _combine(shape, prim(), OPERATORS[int(torch.randint(4, (1,), generator=generator))])
+        if new.sum() >= 4:  # an operator that erases the shape is skipped (the paper's shapes are non-empty)
+            shape = new
+    return shape
+
+
+def sobel_contour(mask: Tensor) -> Tensor:
+    """Sobel gradient magnitude of ``(..., H, W)`` masks, normalised to unit mass: contour densities."""
+    x = mask.to(torch.float32).reshape(-1, 1, *mask.shape[-2:])
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    k = torch.stack([kx, kx.t()])[:, None]
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+    mag = g.pow(2).sum(1).sqrt()
+    mag = mag / mag.sum(dim=(-1, -2), keepdim=True).clamp_min(1e-12)
+    return mag.reshape(mask.shape)
+
+
+def random_contours(
+    n: int, size: int, *, generator: torch.Generator | None = None, max_depth: int = 50
+) -> Tensor:
+    """``(n, size, size)`` float32 contour densities of random CSG shapes (each sums to one)."""
+    out = []
+    while len(out) < n:
+        c = sobel_contour(random_shape(size, generator=generator, max_depth=max_depth))
+        if torch.isfinite(c).all() and c.sum() > 0.5:
+            out.append(c)
+    return torch.stack(out)
+
+
+def solver_barycenter(
+    densities: Tensor, weights: Tensor, *, target: str = "convolutional", reg: float = 2e-3, chunk: int = 64
+) -> Tensor:
+    """Solver barycenters used as targets, computed in chunks: ``(B, K, H, W), (B, K) -> (B, H, W)``.
+
+    ``reg`` is in POT's normalised units for ``"convolutional"``/``"debiased"``; for ``"linearized"`` it is
+    converted to pixels (``reg * (H - 1)^2``). Results are renormalised to exactly unit mass (float32).
+    """
+    if target not in ("convolutional", "debiased", "linearized"):
+        raise ValueError(f"target must be 'convolutional', 'debiased' or 'linearized', got {target!r}")
+    outs = []
+    h = densities.shape[-2]
+    for s in range(0, densities.shape[0], chunk):
+        d, w = densities[s : s + chunk].double(), weights[s : s + chunk].double()
+        if target == "convolutional":
+            b = convolutional_barycenter(d, w, reg=reg, tol=1e-5)
+        elif target == "debiased":
+            b = debiased_barycenter(d, w, reg=reg, tol=1e-4)
+        else:
+            b = linearized_barycenter(d, w, reg=reg * (h - 1) ** 2)
+        outs.append((b / b.sum(dim=(-1, -2), keepdim=True)).float())
+    return torch.cat(outs)
+
+
+def build_kway_set(
+    bank: Tensor,
+    n: int,
+    k: int,
+    *,
+    generator: torch.Generator | None = None,
+    target: str = "convolutional",
+    reg: float = 2e-3,
+    concentration: float = 1.0,
+) -> dict[str, Tensor]:
+    """``n`` problems of ``k`` distinct shapes from ``bank (M, H, W)``, Dirichlet weights, solver targets.
+
+    Returns ``{"inputs": (n, k, H, W), "weights": (n, k), "target": (n, H, W)}``.
+    """
+    if bank.shape[0] < k:
+        raise ValueError(f"bank must hold at least k={k} shapes, got {bank.shape[0]}")
+    idx = torch.stack([torch.randperm(bank.shape[0], generator=generator)[:k] for _ in range(n)])
+    gam = -torch.log(torch.rand(n, k, generator=generator, dtype=torch.float64).clamp_min(1e-12))
+    if concentration != 1.0:
+        gam = torch._standard_gamma(torch.full((n, k), float(concentration), dtype=torch.float64))
+    weights = (gam / gam.sum(-1, keepdim=True)).float()
+    inputs = bank[idx]
+    return {
+        "inputs": inputs,
+        "weights": weights,
+        "target": solver_barycenter(inputs, weights, target=target, reg=reg),
+    }
+
+
+def build_pair_set(
+    n_shapes: int,
+    n_pairs: int,
+    size: int,
+    *,
+    generator: torch.Generator | None = None,
+    target: str = "convolutional",
+    reg: float = 2e-3,
+    max_depth: int = 50,
+) -> dict[str, Tensor]:
+    """The paper's recipe at any resolution: ``n_shapes`` contours, ``n_pairs`` weighted pairs + targets.
+
+    Weights are ``(lambda, 1 - lambda)`` with ``lambda ~ U(0, 1)`` (Dirichlet(1, 1)).
+    """
+    bank = random_contours(n_shapes, size, generator=generator, max_depth=max_depth)
+    return build_kway_set(bank, n_pairs, 2, generator=generator, target=target, reg=reg)
+
+
+def load_or_build(path: str | os.PathLike | None, builder, **kwargs) -> dict[str, Tensor]:
+    """Load a cached set from ``path`` (``weights_only=True``) or build it with ``builder(**kwargs)`` and save.
+
+    The cache key is the caller's responsibility (encode the settings in the file name).
+    """
+    if path is not None and Path(path).exists():
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or not {"inputs", "weights", "target"} <= set(data):
+            raise ValueError(f"path {str(path)!r} is not a barycenter pair cache")
+        return data
+    data = builder(**kwargs)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(path) + ".tmp")
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    return data
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """``(inputs (K, H, W), weights (K,), target (H, W))`` samples of a built set, with optional flips.
+
+    With ``augment=True`` each sample is flipped/transposed (the 8 symmetries of the square commute with
+    the barycenter, so targets stay exact), the choice drawn from ``generator``-free per-index hashing so
+    it replays deterministically.
+    """
+
+    def __init__(self, data: dict[str, Tensor], *, augment: bool = False) -> None:
+        self.inputs, self.weights, self.target = data["inputs"], data["weights"], data["target"]
+        self.augment = augment
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        x, w, t = self.inputs[i], self.weights[i], self.target[i]
+        if self.augment:
+            code = (i * 2654435761 + self.epoch * 40503) % 8
+            if code & 1:
+                x, t = x.flip(-1), t.flip(-1)
+            if code & 2:
+                x, t = x.flip(-2), t.flip(-2)
+            if code & 4:
+                x, t = x.transpose(-1, -2), t.transpose(-1, -2)
+        return x, w, t
