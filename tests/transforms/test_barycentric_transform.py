@@ -81,6 +81,21 @@ def test_paired_image_follows_tps(sampler, faces):
     assert set(out_mask.unique().tolist()) <= {0, 1}
 
 
+def test_paired_dataset_dict_passes_non_pixel_entries_through(sampler, faces):
+    """Regression: a wbaug dataset sample (image, KeyPoints, per-landmark Visibility, boxes, metadata)
+    goes through the paired transform; only pixels are warped, the (N,) visibility flags and the
+    boxes come back unchanged instead of being treated as images."""
+    from wbaug.transforms import Visibility
+
+    img, kp = _sample(faces, 5)
+    vis = Visibility(torch.ones(kp.shape[0], dtype=torch.bool))
+    box = tv_tensors.BoundingBoxes(torch.tensor([[8.0, 8.0, 40.0, 40.0]]), format="XYXY", canvas_size=(H, W))
+    t = RandomBarycentricLandmarks(sampler, p=1.0, paired=True, seed=4)
+    out = t({"image": img, "landmarks": kp, "visibility": vis, "box": box, "meta": {"i": 5}})
+    assert torch.equal(out["visibility"], vis) and torch.equal(out["box"], box) and out["meta"] == {"i": 5}
+    assert out["image"].shape == img.shape and not torch.equal(out["image"], img)
+
+
 def test_canvas_and_shape_errors(sampler, faces):
     img, kp = _sample(faces)
     with pytest.raises(ValueError, match="canvas_size"):

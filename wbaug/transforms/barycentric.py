@@ -163,7 +163,12 @@ class RandomBarycentricLandmarks(v2.Transform):
             return tv_tensors.wrap(new, like=inpt)
         if not self.paired:
             return inpt
-        return self._warp(inpt, params)
+        if isinstance(inpt, (tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask, PIL.Image.Image)) or (
+            type(inpt) is Tensor
+        ):
+            return self._warp(inpt, params)
+        # per-landmark flags (visibility), boxes and other metadata carry no pixels to warp
+        return inpt
 
     def _warp(self, inpt: Any, params: dict[str, Any]) -> Any:
         h, w = params["canvas_size"]
