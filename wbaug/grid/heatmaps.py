@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from wbaug.grid._gibbs import Method, Units
@@ -163,5 +162,3 @@ class HeatmapBarycenter(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, sigma={self.sigma}, reg={self.reg}, units={self.units!r}"
-
-

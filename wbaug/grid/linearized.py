@@ -15,7 +15,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from wbaug.grid._gibbs import Method, SeparableLogConvolution, Units, axis_coordinates, safe_log, select_method
+from wbaug.grid._gibbs import (
+    Method,
+    SeparableLogConvolution,
+    Units,
+    axis_coordinates,
+    safe_log,
+    select_method,
+)
 from wbaug.grid._validate import check_densities_weights, check_iter, check_reg, check_units
 
 __all__ = ["bilinear_splat", "linearized_barycenter", "transport_maps_from_uniform"]

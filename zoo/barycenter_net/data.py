@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wbaug.grid import convolutional_barycenter, debiased_barycenter, linearized_barycenter
+from wbaug.sampling import sample_dirichlet
 
 __all__ = [
     "OPERATORS",
@@ -163,7 +164,7 @@ def random_contours(
 
 
 def solver_barycenter(
-    densities: Tensor, weights: Tensor, *, target: str = "convolutional", reg: float = 2e-3, chunk: int = 64
+    densities: Tensor, weights: Tensor, *, target: str = "convolutional", reg: float = 4e-3, chunk: int = 64
 ) -> Tensor:
     """Solver barycenters used as targets, computed in chunks: ``(B, K, H, W), (B, K) -> (B, H, W)``.
 
@@ -177,7 +178,7 @@ def solver_barycenter(
     for s in range(0, densities.shape[0], chunk):
         d, w = densities[s : s + chunk].double(), weights[s : s + chunk].double()
         if target == "convolutional":
-            b = convolutional_barycenter(d, w, reg=reg, tol=1e-5)
+            b = convolutional_barycenter(d, w, reg=reg, tol=1e-4)
         elif target == "debiased":
             b = debiased_barycenter(d, w, reg=reg, tol=1e-4)
         else:
@@ -193,7 +194,7 @@ def build_kway_set(
     *,
     generator: torch.Generator | None = None,
     target: str = "convolutional",
-    reg: float = 2e-3,
+    reg: float = 4e-3,
     concentration: float = 1.0,
 ) -> dict[str, Tensor]:
     """``n`` problems of ``k`` distinct shapes from ``bank (M, H, W)``, Dirichlet weights, solver targets.
@@ -203,10 +204,9 @@ def build_kway_set(
     if bank.shape[0] < k:
         raise ValueError(f"bank must hold at least k={k} shapes, got {bank.shape[0]}")
     idx = torch.stack([torch.randperm(bank.shape[0], generator=generator)[:k] for _ in range(n)])
-    gam = -torch.log(torch.rand(n, k, generator=generator, dtype=torch.float64).clamp_min(1e-12))
-    if concentration != 1.0:
-        gam = torch._standard_gamma(torch.full((n, k), float(concentration), dtype=torch.float64))
-    weights = (gam / gam.sum(-1, keepdim=True)).float()
+    weights = sample_dirichlet(
+        concentration, torch.ones(n, k, dtype=torch.bool), generator=generator, dtype=torch.float32
+    )
     inputs = bank[idx]
     return {
         "inputs": inputs,
@@ -222,7 +222,7 @@ def build_pair_set(
     *,
     generator: torch.Generator | None = None,
     target: str = "convolutional",
-    reg: float = 2e-3,
+    reg: float = 4e-3,
     max_depth: int = 50,
 ) -> dict[str, Tensor]:
     """The paper's recipe at any resolution: ``n_shapes`` contours, ``n_pairs`` weighted pairs + targets.
@@ -234,7 +234,7 @@ def build_pair_set(
 
 
 def load_or_build(path: str | os.PathLike | None, builder, **kwargs) -> dict[str, Tensor]:
-    """Load a cached set from ``path`` (``weights_only=True``) or build it with ``builder(**kwargs)`` and save.
+    """Load a cached set from ``path`` (``weights_only=True``), else build, save and return it.
 
     The cache key is the caller's responsibility (encode the settings in the file name).
     """
