@@ -1,0 +1,95 @@
+"""Benchmark ``wbaug.grid.convolutional_barycenter`` against POT's ``ot.bregman.convolutional_barycenter2d``.
+
+Both solve the same entropic barycenter of two densities (same ``reg``, POT's normalised [0, 1] grid
+units, the same fixed number of Bregman iterations with the stopping test disabled) in the same run;
+the script prints both times, the ratio and the L1 difference of the results. Timings are never
+asserted anywhere: this machine class is noisy, so read the ratio.
+
+Usage::
+
+    python benchmarks/bench_grid.py                # 64², 128², 512² (POT timed on fewer iterations at 512²)
+    python benchmarks/bench_grid.py --sizes 512 --iters 50 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import ot
+import torch
+
+from wbaug.grid import convolutional_barycenter
+
+
+def two_blobs(size: int, dtype: torch.dtype) -> torch.Tensor:
+    """Two unit-mass densities: a ring and an off-centre Gaussian, ``(1, 2, size, size)``."""
+    t = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    y, x = torch.meshgrid(t, t, indexing="ij")
+    ring = torch.exp(-(((x - 0.4).square() + (y - 0.45).square()).sqrt() - 0.2).square() / 0.002)
+    blob = torch.exp(-((x - 0.7).square() + (y - 0.6).square()) / 0.01)
+    dens = torch.stack([ring, blob]) + 1e-6
+    dens = dens / dens.sum(dim=(-1, -2), keepdim=True)
+    return dens[None].to(dtype)
+
+
+def timed(fn, repeats: int = 1) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="64,128,512", help="comma-separated grid sides")
+    parser.add_argument("--iters", type=int, default=100, help="Bregman iterations for both solvers")
+    parser.add_argument("--reg", type=float, default=4e-3, help="entropic regularisation (POT's units)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--pot-iters-512", type=int, default=20, help="POT iterations timed at 512² (scaled to --iters)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, POT {ot.__version__}, threads {torch.get_num_threads()}, device cpu")
+    print(f"reg={args.reg:g} (normalised units), {args.iters} iterations, 2 inputs, weights (0.5, 0.5)")
+    weights = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    for size in (int(s) for s in args.sizes.split(",")):
+        dens64 = two_blobs(size, torch.float64)
+        pot_iters = min(args.iters, args.pot_iters_512) if size >= 512 else args.iters
+        a_np = dens64[0].numpy()
+
+        def run_pot(iters: int = pot_iters, a_np: np.ndarray = a_np) -> np.ndarray:
+            return ot.bregman.convolutional_barycenter2d(
+                a_np, args.reg, weights[0].numpy(), numItermax=iters, stopThr=0.0, method="sinkhorn"
+            )
+
+        t_pot, bar_pot = timed(run_pot)
+        t_pot_scaled = t_pot * args.iters / pot_iters
+        scaled = " (scaled)" if pot_iters != args.iters else ""
+        line = [f"[{size}x{size}] POT {t_pot_scaled:8.3f} s{scaled}"]
+        for dtype in (torch.float64, torch.float32):
+            dens = dens64.to(dtype)
+
+            def run_ours(d: torch.Tensor = dens, it: int = pot_iters) -> torch.Tensor:
+                return convolutional_barycenter(d, weights.to(d.dtype), reg=args.reg, max_iter=it, tol=0.0)
+
+            run_ours(it=2)  # warm-up (kernel construction, allocator)
+            t_ours, bar = timed(run_ours)
+            if pot_iters != args.iters:
+                # the comparison of results uses POT's iteration count; the time is scaled like POT's
+                t_ours = t_ours * args.iters / pot_iters
+            l1 = float(np.abs(bar[0].double().numpy() - bar_pot).sum())
+            name = str(dtype).replace("torch.", "")
+            line.append(f"ours[{name}] {t_ours:7.3f} s -> {t_pot_scaled / t_ours:5.1f}x (L1 vs POT {l1:.1e})")
+        print(" | ".join(line))
+
+
+if __name__ == "__main__":
+    main()
