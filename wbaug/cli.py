@@ -222,6 +222,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wbaug`` console script. Returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    # options shared by `sample` and `demo`
+    sampling = {
+        "k": args.k,
+        "n": args.n,
+        "epsilon": args.epsilon,
+        "correspondence": args.correspondence,
+        "concentration": args.concentration,
+        "max_clique_size": args.max_clique_size,
+        "seed": args.seed,
+        "progress": not args.no_progress,
+    }
     try:
         if args.command == "sample":
             from wbaug.datasets import load_landmarks
@@ -229,17 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             landmarks = load_landmarks(args.input)
             summary = run_sample(
                 landmarks,
-                k=args.k,
-                n=args.n,
-                epsilon=args.epsilon,
-                correspondence=args.correspondence,
-                concentration=args.concentration,
-                max_clique_size=args.max_clique_size,
-                seed=args.seed,
+                **sampling,
                 out=args.out,
                 plot=args.plot,
                 save_sampler=args.save_sampler,
-                progress=not args.no_progress,
             )
             if args.summary:
                 Path(args.summary).write_text(json.dumps(summary, indent=2))
@@ -251,17 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         faces = synthetic_faces(args.faces, generator=torch.Generator().manual_seed(args.seed))
         summary = run_sample(
             faces,
-            k=args.k,
-            n=args.n,
-            epsilon=args.epsilon,
-            correspondence=args.correspondence,
-            concentration=args.concentration,
-            max_clique_size=args.max_clique_size,
-            seed=args.seed,
+            **sampling,
             out=out_dir / "augmented.npy",
             plot=out_dir / "density.png",
             save_sampler=out_dir / "sampler.pt",
-            progress=not args.no_progress,
         )
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"  summary: {out_dir / 'summary.json'}")
