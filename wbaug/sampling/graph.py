@@ -23,9 +23,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import networkx as nx
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -38,25 +36,14 @@ PairFn = Callable[[Clouds, Tensor, Tensor], Tensor]
 
 
 def _uniform_pair_w2(x: Tensor, y: Tensor, perm_out: list | None = None) -> Tensor:
-    """Exact W2 of equal-size uniform clouds ``(E, N, D)`` via :func:`wbaug.ot.batched_linear_sum_assignment`.
-
-    The assignment cost is built with one batched matrix product on centred float64 clouds (translation does
-    not change the optimal permutation: it shifts every permutation's total cost by the same constant), and
-    the distance is then evaluated exactly from the matched points.
-    """
-    from wbaug.ot import batched_linear_sum_assignment
+    """Exact W2 of equal-size uniform clouds ``(E, N, D)``: optimal matchings from
+    :func:`wbaug.ot.assignment.matched_assignment` (centred/whitened costs, nearest-neighbour certificate,
+    thread pool), then the distance evaluated exactly from the matched points."""
+    from wbaug.ot.assignment import matched_assignment
 
     x64 = x.detach().to("cpu", torch.float64)
     y64 = y.detach().to("cpu", torch.float64)
-    xc = x64 - x64.mean(1, keepdim=True)
-    yc = y64 - y64.mean(1, keepdim=True)
-    sq = (xc * xc).sum(-1)[:, :, None] + (yc * yc).sum(-1)[:, None, :]
-    cost = torch.baddbmm(sq, xc, yc.transpose(1, 2), alpha=-2.0)
-    cost_np = cost.numpy()
-    if cost_np.shape[0] <= 4:  # tiny batches (nearest-neighbour queries): skip the thread-pool hand-off
-        perm = torch.from_numpy(np.stack([linear_sum_assignment(c)[1] for c in cost_np]).astype(np.int64))
-    else:
-        perm = torch.from_numpy(batched_linear_sum_assignment(cost_np))
+    perm = torch.from_numpy(matched_assignment(x64.numpy(), y64.numpy()))
     if perm_out is not None:  # optimal matchings x[i] <-> y[perm[i]], kept for warm starts
         perm_out.append(perm.to(torch.int16 if x.shape[1] < 32768 else torch.int32))
     matched = torch.gather(y64, 1, perm[..., None].expand_as(y64))
