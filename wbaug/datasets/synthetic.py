@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from wbaug._checks import check_generator
 from wbaug.datasets.base import LandmarkDataset, landmark_box
 from wbaug.datasets.render import render_faces
 from wbaug.datasets.synthetic_faces import synthetic_faces
@@ -82,10 +83,7 @@ class SyntheticFaces(LandmarkDataset):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         if generator is not None:
-            if not isinstance(generator, torch.Generator):
-                raise TypeError(
-                    f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-                )
+            check_generator(generator)
             seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         if noise < 0:
             raise ValueError(f"noise must be non-negative, got {noise}")

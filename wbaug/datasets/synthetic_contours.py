@@ -20,6 +20,8 @@ import math
 
 import torch
 
+from wbaug._checks import check_generator
+
 __all__ = ["synthetic_contours"]
 
 _DENSE = 512
@@ -71,8 +73,7 @@ def synthetic_contours(
         raise ValueError(f"image_size must be an int >= 16, got {image_size!r}")
     if isinstance(num_modes, bool) or not isinstance(num_modes, int) or num_modes < 2:
         raise ValueError(f"num_modes must be an int >= 2, got {num_modes!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator(generator)
     g = generator
     dt = torch.float64
     size = float(image_size)

@@ -30,14 +30,11 @@ import math
 
 import torch
 
+from wbaug._checks import check_generator
+
 __all__ = ["NUM_FACE_LANDMARKS", "synthetic_faces"]
 
 NUM_FACE_LANDMARKS = 68
-
-
-def _check_generator(generator: torch.Generator | None) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
 def _normal(n: int, mean: float, std: float, g: torch.Generator | None, lo: float, hi: float):
@@ -185,7 +182,7 @@ def synthetic_faces(
         raise ValueError(f"pose_std must be three non-negative degrees (yaw, pitch, roll), got {pose_std}")
     if not 0.0 <= expression <= 1.0:
         raise ValueError(f"expression must be in [0, 1], got {expression}")
-    _check_generator(generator)
+    check_generator(generator)
     g = generator
     p = _draw_parameters(n, g, expression, max_yaw, pose_std, float(image_size))
     jitter = 0.012 * torch.randn(n, NUM_FACE_LANDMARKS, 3, generator=g, dtype=torch.float64)

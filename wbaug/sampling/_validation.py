@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wbaug._checks import check_generator
+
 __all__ = ["Clouds", "as_clouds", "check_finite", "check_generator", "check_nonnegative_int"]
 
 Clouds = Tensor | list[Tensor]
@@ -108,8 +110,3 @@ def check_positive_float(value: Any, name: str, *, allow_none: bool = False, all
     if math.isnan(value) or value < 0 or (value == 0 and not allow_zero) or math.isinf(value):
         raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value}")
     return value
-
-
-def check_generator(generator: Any) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")

@@ -25,6 +25,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from wbaug._checks import check_generator
 from wbaug.sampling.dataset import mix_seed
 from wbaug.transforms.tps import tps_grid
 
@@ -81,8 +82,7 @@ class RandomBarycentricLandmarks(v2.Transform):
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
         if canvas_size is not None and (len(canvas_size) != 2 or min(canvas_size) < 1):
             raise ValueError(f"canvas_size must be (H, W) with positive ints or None, got {canvas_size!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_generator(generator)
         if padding_mode not in ("zeros", "border", "reflection"):
             raise ValueError(f"padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
         self.sampler = sampler

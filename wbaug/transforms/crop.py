@@ -28,6 +28,8 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from wbaug._checks import check_generator
+
 __all__ = ["FaceCrop", "face_crop", "face_crop_matrix", "warp_affine_crop"]
 
 
@@ -220,8 +222,7 @@ class FaceCrop(v2.Transform):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         if not isinstance(translate, (int, float)) or translate < 0:
             raise ValueError(f"translate must be a non-negative number, got {translate!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_generator(generator)
         self.scale = float(scale)
         self.translate = float(translate)
         self.fill = float(fill)

@@ -17,6 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from wbaug._checks import check_generator
 from wbaug.landmarks._checks import check_flip_indices
 from wbaug.landmarks.geometry import flip_landmarks
 from wbaug.landmarks.layouts import LandmarkLayout, get_layout
@@ -166,8 +167,7 @@ class LandmarkHorizontalFlip(v2.Transform):
         super().__init__()
         if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_generator(generator)
         self.flip_indices = resolve_flip_indices(flip_indices)
         self.p = float(p)
         self.generator = generator

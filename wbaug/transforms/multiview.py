@@ -38,6 +38,7 @@ from torch.utils.data import Dataset, default_collate, get_worker_info
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from wbaug._checks import check_generator
 from wbaug.landmarks.geometry import apply_transform, small_det
 from wbaug.landmarks.layouts import LandmarkLayout
 from wbaug.landmarks.tracking import track_transform
@@ -143,8 +144,7 @@ class MultiViewTransform:
     def _init(self, steps, views, flip_indices, mark_outside_invisible, track, generator) -> None:
         if track not in ("coordinates", "keypoints"):
             raise ValueError(f"track must be 'coordinates' or 'keypoints', got {track!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_generator(generator)
         for s in steps:
             if s is not None and not callable(s):
                 raise TypeError(f"every step must be callable or None, got {type(s).__name__}")
