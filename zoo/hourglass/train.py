@@ -212,29 +212,24 @@ def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, split
             world_size=ctx.world_size,
             seed=derive_seed(t_cfg.seed, "unlabelled"),
         )
-    eval_set = EvalSet(
-        splits.test_dataset,
-        splits.test,
-        cfg.data.image_size,
-        native=splits.native_canvas,
-        cache=cfg.data.cache_images,
-        crop_margin=splits.crop_margin,
-    )
-    eval_loader = torch.utils.data.DataLoader(
-        eval_set, batch_size=t_cfg.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers
-    )
-    if splits.val:  # periodic evaluation (plateau schedule, early stop) on validation images
-        val_set = EvalSet(
-            splits.dataset,
-            splits.val,
+
+    def eval_split(dataset, indices):
+        split = EvalSet(
+            dataset,
+            indices,
             cfg.data.image_size,
             native=splits.native_canvas,
             cache=cfg.data.cache_images,
             crop_margin=splits.crop_margin,
         )
-        val_loader = torch.utils.data.DataLoader(
-            val_set, batch_size=t_cfg.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers
+        loader = torch.utils.data.DataLoader(
+            split, batch_size=t_cfg.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers
         )
+        return split, loader
+
+    eval_set, eval_loader = eval_split(splits.test_dataset, splits.test)
+    if splits.val:  # periodic evaluation (plateau schedule, early stop) on validation images
+        val_set, val_loader = eval_split(splits.dataset, splits.val)
     else:
         val_set, val_loader = eval_set, eval_loader
 
