@@ -23,18 +23,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wbaug.grid import convolutional_barycenter, debiased_barycenter, linearized_barycenter
+from wbaug.grid.linearized import transport_maps_from_uniform
 from wbaug.sampling import sample_dirichlet
 
 __all__ = [
     "OPERATORS",
     "PRIMITIVES",
+    "TARGETS",
     "PairDataset",
+    "build_eval_sets",
     "build_kway_set",
     "build_pair_set",
+    "build_training_set",
     "load_or_build",
     "random_contours",
     "random_shape",
     "sample_depth",
+    "shape_maps",
     "sobel_contour",
     "solver_barycenter",
 ]
@@ -163,16 +168,52 @@ def random_contours(
     return torch.stack(out)
 
 
+TARGETS = ("convolutional", "debiased", "linearized")
+
+
+def _check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    return target
+
+
+def _pixel_reg(reg: float, size: int) -> float:
+    """``reg`` in POT's normalised units (axes span [0, 1]) expressed in pixels (``reg * (size - 1)^2``)."""
+    return reg * (size - 1) ** 2
+
+
+def shape_maps(bank: Tensor, *, reg: float = 4e-3, chunk: int = 64) -> Tensor:
+    """Entropic transport maps from the uniform grid measure to every shape: ``(M, H, W) -> (M, H, W, 2)``.
+
+    The paper's trick (Sec. 3.2): maps depend on one shape only, so a bank of ``M`` shapes costs ``M``
+    Sinkhorn solves and any number of weighted k-way targets is then a weighted average of maps plus a
+    bilinear splat. ``reg`` is in normalised units, as in :func:`solver_barycenter`. float64 maps.
+    """
+    size = bank.shape[-1]
+    return torch.cat(
+        [
+            transport_maps_from_uniform(bank[s : s + chunk].double(), reg=_pixel_reg(reg, size), tol=1e-6)
+            for s in range(0, bank.shape[0], chunk)
+        ]
+    )
+
+
 def solver_barycenter(
-    densities: Tensor, weights: Tensor, *, target: str = "convolutional", reg: float = 4e-3, chunk: int = 64
+    densities: Tensor,
+    weights: Tensor,
+    *,
+    target: str = "linearized",
+    reg: float = 4e-3,
+    chunk: int = 64,
+    maps: Tensor | None = None,
 ) -> Tensor:
     """Solver barycenters used as targets, computed in chunks: ``(B, K, H, W), (B, K) -> (B, H, W)``.
 
-    ``reg`` is in POT's normalised units for ``"convolutional"``/``"debiased"``; for ``"linearized"`` it is
-    converted to pixels (``reg * (H - 1)^2``). Results are renormalised to exactly unit mass (float32).
+    ``reg`` is in POT's normalised units; ``"linearized"`` (the paper's one-step Sinkhorn-divergence
+    barycenter) converts it to pixels (``reg * (H - 1)^2``) and accepts precomputed ``maps (B, K, H, W, 2)``
+    (see :func:`shape_maps`). Results are renormalised to exactly unit mass (float32).
     """
-    if target not in ("convolutional", "debiased", "linearized"):
-        raise ValueError(f"target must be 'convolutional', 'debiased' or 'linearized', got {target!r}")
+    _check_target(target)
     outs = []
     h = densities.shape[-2]
     for s in range(0, densities.shape[0], chunk):
@@ -182,7 +223,8 @@ def solver_barycenter(
         elif target == "debiased":
             b = debiased_barycenter(d, w, reg=reg, tol=1e-4)
         else:
-            b = linearized_barycenter(d, w, reg=reg * (h - 1) ** 2)
+            m = None if maps is None else maps[s : s + chunk]
+            b = linearized_barycenter(d, w, reg=_pixel_reg(reg, h), maps=m)
         outs.append((b / b.sum(dim=(-1, -2), keepdim=True)).float())
     return torch.cat(outs)
 
@@ -193,25 +235,41 @@ def build_kway_set(
     k: int,
     *,
     generator: torch.Generator | None = None,
-    target: str = "convolutional",
+    target: str = "linearized",
     reg: float = 4e-3,
     concentration: float = 1.0,
+    bank_maps: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """``n`` problems of ``k`` distinct shapes from ``bank (M, H, W)``, Dirichlet weights, solver targets.
 
+    For ``target="linearized"`` the maps of the bank (``bank_maps (M, H, W, 2)``, computed here with
+    :func:`shape_maps` when not given) are reused across problems, so ``n`` can be much larger than ``M``.
+
     Returns ``{"inputs": (n, k, H, W), "weights": (n, k), "target": (n, H, W)}``.
     """
-    if bank.shape[0] < k:
-        raise ValueError(f"bank must hold at least k={k} shapes, got {bank.shape[0]}")
+    _check_target(target)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if bank.ndim != 3 or bank.shape[0] < k:
+        raise ValueError(f"bank must be (M, H, W) with at least k={k} shapes, got {tuple(bank.shape)}")
     idx = torch.stack([torch.randperm(bank.shape[0], generator=generator)[:k] for _ in range(n)])
     weights = sample_dirichlet(
         concentration, torch.ones(n, k, dtype=torch.bool), generator=generator, dtype=torch.float32
     )
     inputs = bank[idx]
+    maps = None
+    if target == "linearized":
+        if bank_maps is None:
+            used = idx.unique()  # only the shapes these problems draw
+            bank_maps = torch.zeros(*bank.shape, 2, dtype=torch.float64)
+            bank_maps[used] = shape_maps(bank[used], reg=reg)
+        elif bank_maps.shape != (*bank.shape, 2):
+            raise ValueError(f"bank_maps must have shape {(*bank.shape, 2)}, got {tuple(bank_maps.shape)}")
+        maps = bank_maps[idx]
     return {
         "inputs": inputs,
         "weights": weights,
-        "target": solver_barycenter(inputs, weights, target=target, reg=reg),
+        "target": solver_barycenter(inputs, weights, target=target, reg=reg, maps=maps),
     }
 
 
@@ -221,7 +279,7 @@ def build_pair_set(
     size: int,
     *,
     generator: torch.Generator | None = None,
-    target: str = "convolutional",
+    target: str = "linearized",
     reg: float = 4e-3,
     max_depth: int = 50,
 ) -> dict[str, Tensor]:
@@ -253,25 +311,29 @@ def load_or_build(path: str | os.PathLike | None, builder, **kwargs) -> dict[str
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """``(inputs (K, H, W), weights (K,), target (H, W))`` samples of a built set, with optional flips.
+    """``(inputs (K, H, W), weights (K,), target (H, W))`` samples of a built set, with optional symmetries.
 
-    With ``augment=True`` each sample is flipped/transposed (the 8 symmetries of the square commute with
-    the barycenter, so targets stay exact), the choice drawn from ``generator``-free per-index hashing so
-    it replays deterministically.
+    Items are plain indices, or the ``(index, sample_seed)`` pairs yielded by
+    :class:`zoo.common.ShardedEpochSampler`. With ``augment=True`` and a sample seed, the sample is mapped by
+    one of the 8 symmetries of the square (flips and transposes commute with the barycenter on a square
+    grid, so targets stay exact), chosen by ``sample_seed % 8``: deterministic per ``(seed, epoch, index)``
+    and independent of the number of DataLoader workers.
     """
 
     def __init__(self, data: dict[str, Tensor], *, augment: bool = False) -> None:
         self.inputs, self.weights, self.target = data["inputs"], data["weights"], data["target"]
+        if self.inputs.shape[-1] != self.inputs.shape[-2] and augment:
+            raise ValueError("augment=True needs square grids (transposes are among the symmetries)")
         self.augment = augment
-        self.epoch = 0
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+        i, seed = item if isinstance(item, tuple) else (item, None)
         x, w, t = self.inputs[i], self.weights[i], self.target[i]
-        if self.augment:
-            code = (i * 2654435761 + self.epoch * 40503) % 8
+        if self.augment and seed is not None:
+            code = seed % 8
             if code & 1:
                 x, t = x.flip(-1), t.flip(-1)
             if code & 2:
@@ -279,3 +341,70 @@ class PairDataset(torch.utils.data.Dataset):
             if code & 4:
                 x, t = x.transpose(-1, -2), t.transpose(-1, -2)
         return x, w, t
+
+
+def _cache_path(cache_dir: str | None, name: str) -> Path | None:
+    return None if cache_dir is None else Path(cache_dir) / f"{name}.pt"
+
+
+def build_training_set(
+    *,
+    size: int,
+    num_shapes: int,
+    num_pairs: int,
+    target: str = "linearized",
+    reg: float = 4e-3,
+    max_depth: int = 50,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> dict[str, Tensor]:
+    """The paper's training set at any resolution: ``num_pairs`` weighted pairs of ``num_shapes`` shapes.
+
+    Reproducible from ``seed``; cached in ``cache_dir`` under a name that encodes every setting.
+    """
+    name = f"train_s{size}_m{num_shapes}_p{num_pairs}_{target}_r{reg:g}_d{max_depth}_seed{seed}"
+
+    def build() -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        return build_pair_set(
+            num_shapes, num_pairs, size, generator=g, target=target, reg=reg, max_depth=max_depth
+        )
+
+    return load_or_build(_cache_path(cache_dir, name), build)
+
+
+def build_eval_sets(
+    *,
+    size: int,
+    num_shapes: int,
+    num_problems: int,
+    ways: tuple[int, ...] = (2, 3, 5),
+    target: str = "linearized",
+    reg: float = 4e-3,
+    max_depth: int = 50,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> dict[int, dict[str, Tensor]]:
+    """Held-out ``k``-way problems for every ``k`` in ``ways``, from shapes drawn with a separate stream.
+
+    The held-out bank uses seed ``seed + 1_000_003``, so none of its shapes are training shapes (up to
+    the chance of an identical random shape); transport maps of the bank are computed once and shared
+    by all ``k``.
+    """
+    shared: dict[str, Tensor | None] = {}
+
+    def build(k: int) -> dict[str, Tensor]:
+        if not shared:  # the bank and its maps are built at most once, and only when a cache entry is missing
+            g = torch.Generator().manual_seed(seed + 1_000_003)
+            shared["bank"] = random_contours(num_shapes, size, generator=g, max_depth=max_depth)
+            shared["maps"] = shape_maps(shared["bank"], reg=reg) if target == "linearized" else None
+        gk = torch.Generator().manual_seed(seed + 1_000_003 + k)
+        return build_kway_set(
+            shared["bank"], num_problems, k, generator=gk, target=target, reg=reg, bank_maps=shared["maps"]
+        )
+
+    out = {}
+    for k in ways:
+        name = f"eval_s{size}_m{num_shapes}_n{num_problems}_k{k}_{target}_r{reg:g}_d{max_depth}_seed{seed}"
+        out[k] = load_or_build(_cache_path(cache_dir, name), lambda k=k: build(k))
+    return out

@@ -14,9 +14,11 @@ the number of DataLoader workers and replayable on resume.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -28,8 +30,10 @@ __all__ = [
     "DistributedContext",
     "ShardedEpochSampler",
     "all_reduce_mean",
+    "autocast",
     "barrier",
     "cleanup_distributed",
+    "epoch_batches",
     "init_distributed",
     "resolve_device",
     "wrap_ddp",
@@ -180,3 +184,28 @@ class ShardedEpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return max(0, self.per_rank - self.start_batch * self.batch_size)
+
+
+def epoch_batches(loader: Any, sampler: ShardedEpochSampler, start: int) -> Iterator[Any]:
+    """Endless batches of ``loader`` starting at per-rank micro-batch ``start`` (resumable).
+
+    The epoch and the offset inside it are derived from ``start``, so a resumed run replays exactly the
+    batches an uninterrupted run would have seen (the sampler's order is a function of seed and epoch).
+    """
+    per_epoch = len(sampler.indices(0)) // loader.batch_size
+    if per_epoch == 0:
+        raise ValueError(
+            f"batch_size {loader.batch_size} exceeds the {len(sampler.indices(0))} samples of this rank"
+        )
+    epoch, offset = divmod(start, per_epoch)
+    while True:
+        sampler.set_epoch(epoch, start_batch=offset)
+        yield from loader
+        epoch, offset = epoch + 1, 0
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``enabled``; a no-op elsewhere (CPU runs stay in float32)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -32,7 +32,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,12 @@ from zoo.common import (
     ShardedEpochSampler,
     add_config_arguments,
     all_reduce_mean,
+    autocast,
     cleanup_distributed,
     config_from_args,
     config_to_dict,
     derive_seed,
+    epoch_batches,
     init_distributed,
     load_checkpoint,
     load_config,
@@ -92,20 +94,6 @@ def heatmap_loss(heatmaps: Tensor, landmarks: Tensor, *, stride: int, sigma: flo
     return (heatmaps.float() - target.unsqueeze(1)).square().sum((-2, -1)).mean()
 
 
-def _batches(loader: Any, sampler: ShardedEpochSampler, start: int) -> Iterator[dict[str, Tensor]]:
-    """Endless batches starting at micro-batch ``start`` (epochs and mid-epoch offset derived from it)."""
-    per_epoch = len(sampler.indices(0)) // loader.batch_size
-    if per_epoch == 0:
-        raise ValueError(
-            f"batch_size {loader.batch_size} exceeds the {len(sampler.indices(0))} samples of this rank"
-        )
-    epoch, offset = divmod(start, per_epoch)
-    while True:
-        sampler.set_epoch(epoch, start_batch=offset)
-        yield from loader
-        epoch, offset = epoch + 1, 0
-
-
 def _loader(dataset: TrainSet, sampler: ShardedEpochSampler, cfg: HourglassConfig, ctx, g) -> Any:
     return torch.utils.data.DataLoader(
         dataset,
@@ -134,12 +122,6 @@ def _elt_loss(cfg: HourglassConfig) -> nn.Module:
         from wbaug.losses.equivariant import EquivariantLandmarkLoss
 
     return EquivariantLandmarkLoss(loss=cfg.elt.loss, symmetric=cfg.elt.symmetric, reduction="mean")
-
-
-def _autocast(ctx: DistributedContext, enabled: bool):
-    if enabled and ctx.device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train(
@@ -267,10 +249,12 @@ def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, split
     logger = MetricLogger(
         out / "logs", enabled=ctx.is_main, tensorboard=t_cfg.tensorboard, resume_step=step if resume else None
     )
-    batches = _batches(_loader(train_set, sampler, cfg, ctx, loader_gen), sampler, step * accum)
+    batches = epoch_batches(_loader(train_set, sampler, cfg, ctx, loader_gen), sampler, step * accum)
     if use_unlabelled:
         unl_gen = make_generator(derive_seed(t_cfg.seed, "unl-loader", ctx.rank))
-        unl_batches = _batches(_loader(unl_set, unl_sampler, cfg, ctx, unl_gen), unl_sampler, step * accum)
+        unl_batches = epoch_batches(
+            _loader(unl_set, unl_sampler, cfg, ctx, unl_gen), unl_sampler, step * accum
+        )
 
     # ---- loop ------------------------------------------------------------------------------------
     bar = progress(
@@ -298,7 +282,7 @@ def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, split
             n_lab = batch["images"].shape[0] * batch["images"].shape[1]
             sync = ctx.is_distributed and micro < accum - 1
             with net.no_sync() if sync and hasattr(net, "no_sync") else contextlib.nullcontext():
-                with _autocast(ctx, amp):
+                with autocast(ctx.device, amp):
                     heat = net(images)
                 landmarks = batch["landmarks"].flatten(0, 1).to(device)
                 l_gt = heatmap_loss(heat[:n_lab], landmarks, stride=stride, sigma=sigma)
