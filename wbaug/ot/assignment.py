@@ -3,16 +3,20 @@
 Two solvers cover every case exactly:
 
 * uniform weights on two clouds of the same size ``N``: the optimal coupling is a permutation matrix
-  divided by ``N`` (Birkhoff--von Neumann), found by a linear assignment solver
-  (:func:`scipy.optimize.linear_sum_assignment`, a shortest-augmenting-path Jonker--Volgenant variant,
-  ``O(N^3)`` worst case). For ``p = 2`` every pair is first mapped to an equivalent, easier problem
-  (centring + Bures whitening, :func:`_normalise_pair`) and a nearest-neighbour certificate skips the
-  solver where it proves optimality (:func:`_solve_block`);
+  divided by ``N`` (Birkhoff--von Neumann), found by a linear assignment solver, ``O(N^3)`` worst case:
+  our compiled Jonker--Volgenant kernels (:mod:`wbaug.ot._jv`, numba; 2.5-4.5x faster than scipy on
+  68-point problems because the whole batch loop runs without Python), or
+  :func:`scipy.optimize.linear_sum_assignment` when numba is not installed or
+  ``WBAUG_ASSIGNMENT_SOLVER=scipy`` is set. For ``p = 2`` every pair is first mapped to an equivalent,
+  easier problem (centring + Bures whitening, :func:`_normalise_pair`) and a nearest-neighbour
+  certificate skips the solver where it proves optimality (:func:`_solve_block`);
 * anything else (unequal sizes, non-uniform weights): POT's network simplex :func:`ot.emd`.
 
-Both run on CPU in float64. Batches are split over a thread pool (scipy releases the GIL while it
-solves) of :func:`torch.get_num_threads` workers. Cost matrices are always built in float64 from the
-inputs, so CPU and CUDA inputs give bit-identical problems and the same optimal couplings.
+Both run on CPU in float64. Batches are split over a thread pool (the kernels, scipy and POT release
+the GIL while they solve) of :func:`torch.get_num_threads` workers. Cost matrices are always built in
+float64 from the inputs, so CPU and CUDA inputs give bit-identical problems and the same optimal
+couplings. Both assignment solvers are exact, so they return the same optimal cost; on ties (several
+optimal permutations) they may pick different ones.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ import ot
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+
+try:  # numba is a dependency, but scipy keeps everything working where it cannot be installed
+    from wbaug.ot import _jv
+except ImportError:  # pragma: no cover - exercised only without numba
+    _jv = None
 
 __all__ = ["batched_emd", "batched_linear_sum_assignment", "ground_cost", "matched_assignment"]
 
@@ -79,6 +88,28 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     return pool
 
 
+def _use_jv() -> bool:
+    """Whether the compiled kernels solve assignments (read per call: the variable can change at run time)."""
+    choice = os.environ.get("WBAUG_ASSIGNMENT_SOLVER", "auto").lower()
+    if choice not in ("auto", "numba", "scipy"):
+        raise ValueError(f"WBAUG_ASSIGNMENT_SOLVER must be 'auto', 'numba' or 'scipy', got {choice!r}")
+    if choice == "numba" and _jv is None:
+        raise ValueError("WBAUG_ASSIGNMENT_SOLVER=numba but numba is not installed")
+    return _jv is not None and choice != "scipy"
+
+
+def _run_kernel(kernel, args: tuple, num_problems: int) -> None:
+    """Run the nogil kernel ``kernel(*args, start, stop)`` over the thread pool; non-finite costs raise."""
+    statuses: list[int] = []
+
+    def solve(start: int, stop: int) -> None:
+        statuses.append(kernel(*args, start, stop))
+
+    _run_chunked(solve, num_problems)
+    if _jv.NONFINITE in statuses:
+        raise ValueError("assignment costs must be finite (got inf or NaN)")
+
+
 def _num_workers(num_problems: int) -> int:
     workers = max(1, torch.get_num_threads())
     return max(1, min(workers, num_problems // _MIN_PROBLEMS_PER_THREAD))
@@ -114,6 +145,9 @@ def batched_linear_sum_assignment(cost: np.ndarray) -> np.ndarray:
         raise ValueError(f"cost must have shape (P, N, N), got {cost.shape}")
     num, n = cost.shape[0], cost.shape[1]
     out = np.empty((num, n), dtype=np.int64)
+    if _use_jv():
+        _run_kernel(lambda c, o, lo, hi: _jv.solve_cost_range(c, o, lo, hi, True), (cost, out), num)
+        return out
 
     def solve(start: int, stop: int) -> None:
         for lo in range(start, stop, _BLOCK):
@@ -283,7 +317,19 @@ def matched_assignment(
         if first.size < num:
             return matched_assignment(x[first], y[first], p=p, block=block)[inverse]
     out = np.empty((num, n), dtype=np.int64)
-    if p == 2.0 and num:
+    if num == 0:
+        return out
+    if p == 2.0 and _use_jv():
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        in_kernel = x.shape[2] == 2  # the kernel centres and whitens 2-D pairs itself, without allocations
+        if not in_kernel:
+            x, y = _normalise_pair(x, y)
+        _run_kernel(
+            lambda a, b, o, lo, hi: _jv.solve_clouds_range(a, b, o, lo, hi, in_kernel), (x, y, out), num
+        )
+        return out
+    if p == 2.0:
         x, y = _normalise_pair(x, y)  # one vectorised pass over all problems
 
     def solve(start: int, stop: int) -> None:
@@ -291,6 +337,10 @@ def matched_assignment(
             hi = min(lo + block, stop)
             if p == 2.0:
                 _solve_block(_cross_cost_np(x[lo:hi], y[lo:hi]), out[lo:hi])
+            elif _use_jv():
+                cost = np.ascontiguousarray(_sq_cost_np(x[lo:hi], y[lo:hi]) ** (p / 2.0))
+                if _jv.solve_cost_range(cost, out[lo:hi], 0, hi - lo, True) == _jv.NONFINITE:
+                    raise ValueError("assignment costs must be finite (got inf or NaN)")
             else:
                 _solve_block(_sq_cost_np(x[lo:hi], y[lo:hi]) ** (p / 2.0), out[lo:hi])
 
