@@ -30,14 +30,15 @@ Floating point. Comparisons are the standard epsilon-free ones; the loops cannot
   augmentation cannot cycle. Each augmentation assigns one more row and never unassigns a column: the
   result is always a permutation.
 
-Non-finite costs are detected before solving (``solve_*`` raise ``ValueError``).
+Non-finite costs are detected before solving (the kernels return ``NONFINITE``; callers raise).
 
 Entry points (serial, ``nogil``: :mod:`wbaug.ot.assignment` runs them on its thread pool, so no numba
-threading layer is involved): :func:`solve_cost_range` (``(P, N, N)`` costs) and
+threading layer is involved): :func:`solve_cost_range` (``(P, N, N)`` costs),
 :func:`solve_clouds_range` (``(P, N, D)`` clouds, squared Euclidean cost built inside the kernel, no
-``(P, N, N)`` array). Both first try the nearest-neighbour certificate: if the row-wise argmins form a
-permutation, it is optimal (duals ``u_i = min_j C_ij``, ``v = 0`` are feasible and tight on it) and steps
-1-4 are skipped. Kernels are compiled on first use and cached on disk (``cache=True``).
+``(P, N, N)`` array) and :func:`barycenter_range` (the whole free-support barycenter fixed point). All
+first try the nearest-neighbour certificate: if the row-wise argmins form a permutation, it is optimal
+(duals ``u_i = min_j C_ij``, ``v = 0`` are feasible and tight on it) and steps 1-4 are skipped. Kernels
+are compiled on first use and cached on disk (``cache=True``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["NONFINITE", "solve_clouds_range", "solve_cost_range"]
+__all__ = ["NONFINITE", "barycenter_range", "solve_clouds_range", "solve_cost_range"]
 
 # Row steps allowed per augmenting-row-reduction pass: N // _ARR_BUDGET_DIV + 1 (each step costs O(N)).
 # Measured on 68-point problems (whitened faces, close clouds, random clouds, uniform costs; budgets 0,
@@ -425,25 +426,98 @@ def _normalise_pair_2d(x, y, xo, yo):
 
 
 @njit(cache=True, nogil=True)
+def _solve_pair(x, y, perm, c, iw, fw, bw, xw, yw, normalise):
+    """Optimal assignment between the clouds ``x``, ``y`` ``(n, D)`` into ``perm``; returns a status.
+
+    Work arrays as allocated by the callers below (reused across problems: no allocation per problem)."""
+    if normalise:
+        _normalise_pair_2d(x, y, xw, yw)
+        _build_cross_cost(xw, yw, c, bw)
+    else:
+        _build_cross_cost(x, y, c, bw)
+    s = _row_minima(c, fw[2], perm, iw[0])
+    if s == _OK:
+        _lapjv_inplace(c, fw[2], perm, iw[0], fw[0], fw[1], iw[1], iw[2], iw[3], iw[4])
+    return s
+
+
+@njit(cache=True, nogil=True)
 def solve_clouds_range(x, y, out, start, stop, normalise):
-    """Serial fused kernel: (normalise,) build each cost matrix in a reused buffer, certificate, LAPJV."""
-    n = x.shape[1]
+    """Serial fused kernel: (normalise,) build each cost matrix in a reused buffer, certificate, LAPJV.
+
+    ``x``, ``y`` ``(P, n, D)`` float64; ``normalise`` (``D = 2`` only) centres and whitens each pair first.
+    """
+    n, dim = x.shape[1], x.shape[2]
     c = np.empty((n, n), np.float64)
     iw = np.empty((5, n), np.int64)
     fw = np.empty((3, n), np.float64)  # v, d, u
     bw = np.empty((3, n), np.float64)  # cost-building scratch
-    xw = np.empty((n, x.shape[2]), np.float64)
-    yw = np.empty((n, x.shape[2]), np.float64)
+    xw = np.empty((n, dim), np.float64)
+    yw = np.empty((n, dim), np.float64)
     status = _OK
     for p in range(start, stop):
-        if normalise:
-            _normalise_pair_2d(x[p], y[p], xw, yw)
-            _build_cross_cost(xw, yw, c, bw)
-        else:
-            _build_cross_cost(x[p], y[p], c, bw)
-        s = _row_minima(c, fw[2], out[p], iw[0])
-        if s == NONFINITE:
-            status = s
-        elif s == _OK:
-            _lapjv_inplace(c, fw[2], out[p], iw[0], fw[0], fw[1], iw[1], iw[2], iw[3], iw[4])
+        if _solve_pair(x[p], y[p], out[p], c, iw, fw, bw, xw, yw, normalise) == NONFINITE:
+            status = NONFINITE
+    return status
+
+
+@njit(cache=True, nogil=True)
+def barycenter_range(y, w, active, x, sigma, max_iter, tol, skip_first, iterations, start, stop):
+    """Fixed point of :func:`wbaug.ot.free_support_barycenter` (uniform, equal sizes), items ``start:stop``.
+
+    For each barycenter ``b`` independently: solve the assignments ``sigma_k`` between the support ``x[b]``
+    and every active cloud ``y[b, k]``, move the support to ``sum_k w_k y[b, k, sigma_k]``, and stop once
+    the squared displacement is ``<= tol``, once no assignment changed (from the second update on), or
+    after ``max_iter`` updates. The whole loop runs here, without Python or gathers between iterations.
+
+    Args (NumPy, C-contiguous): ``y (B, K, n, D)`` and ``w (B, K)`` float64; ``active (B, K)`` bool;
+    ``x (B, n, D)`` float64 initial support, updated in place; ``sigma (B, K, n)`` int64, the identity on
+    entry, or the first update's assignments when ``skip_first`` (the caller solved those, e.g. with
+    deduplication); on exit the final assignments. ``iterations (B,)`` int64 receives the update counts.
+    """
+    ncl, n, dim = y.shape[1], y.shape[2], y.shape[3]
+    normalise = dim == 2
+    c = np.empty((n, n), np.float64)
+    iw = np.empty((5, n), np.int64)
+    fw = np.empty((3, n), np.float64)
+    bw = np.empty((3, n), np.float64)
+    xw = np.empty((n, dim), np.float64)
+    yw = np.empty((n, dim), np.float64)
+    perm = np.empty(n, np.int64)
+    x_new = np.empty((n, dim), np.float64)
+    status = _OK
+    for b in range(start, stop):
+        xb = x[b]
+        it = 0
+        while it < max_iter:
+            changed = False
+            if not (skip_first and it == 0):
+                for k in range(ncl):
+                    if not active[b, k]:
+                        continue
+                    if _solve_pair(xb, y[b, k], perm, c, iw, fw, bw, xw, yw, normalise) == NONFINITE:
+                        status = NONFINITE
+                    for i in range(n):
+                        if perm[i] != sigma[b, k, i]:
+                            changed = True
+                            sigma[b, k, i] = perm[i]
+            x_new[:] = 0.0
+            for k in range(ncl):
+                if not active[b, k]:
+                    continue
+                wk = w[b, k]
+                for i in range(n):
+                    j = sigma[b, k, i]
+                    for e in range(dim):
+                        x_new[i, e] += wk * y[b, k, j, e]
+            shift = 0.0
+            for i in range(n):
+                for e in range(dim):
+                    delta = x_new[i, e] - xb[i, e]
+                    shift += delta * delta
+                    xb[i, e] = x_new[i, e]
+            it += 1
+            if shift <= tol or (it > 1 and not changed):
+                break
+        iterations[b] = it
     return status
