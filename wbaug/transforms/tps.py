@@ -13,8 +13,9 @@ solved once per image from the ``(N+3) x (N+3)`` system :math:`\begin{bmatrix}K 
 \end{bmatrix}\begin{bmatrix}w\\a\end{bmatrix} = \begin{bmatrix}\mathrm{src}\\0\end{bmatrix}` (``λ`` =
 ``regularization`` relaxes interpolation into smoothing, useful when two landmarks coincide).
 
-Speed: the dense map is one ``(HW, N) @ (N, 2)`` matrix product (``|p - c|^2`` itself from a matrix
-product), then one :func:`torch.nn.functional.grid_sample`. ``grid_stride > 1`` evaluates the spline on a
+Speed: on the pixel lattice ``|p - c|^2`` separates into two small tables added by broadcasting, so the
+dense map costs one log per pixel and control point plus a ``(2, N) @ (N, HW)`` product, then one
+:func:`torch.nn.functional.grid_sample`. ``grid_stride > 1`` evaluates the spline on a
 coarse lattice that keeps both image borders and upsamples it bilinearly (TPS maps are smooth; stride 4
 changes the map by far less than a pixel for face-like deformations). kornia's ``warp_image_tps``
 broadcasts a ``(B, HW, N, 2)`` tensor instead and is ~10-40x slower on CPU (see ``benchmarks``).
@@ -123,39 +124,47 @@ def tps_transform_points(
     return out.to(dtype)
 
 
-def _evaluate(q: Tensor, cn: Tensor, kw: Tensor, aff: Tensor, chunk: int = 8192) -> Tensor:
-    """``f(q)`` for ``q (B, P, 2)``: chunks of pixels, pre-allocated buffers, in-place ops (cache friendly).
+def _evaluate_lattice(
+    qx: Tensor, qy: Tensor, cn: Tensor, kw: Tensor, aff: Tensor, chunk: int = 4096
+) -> Tensor:
+    """``f`` on the lattice ``qx (B, W) x qy (B, H)`` (normalised coordinates): ``(B, H, W, 2)``.
 
-    Everything runs in the transposed ``(N, P)`` layout, where the final product with the kernel weights is a
-    short-wide ``(2, N) @ (N, P)`` GEMM (several times faster on CPU than the skinny ``(P, N) @ (N, 2)``).
-    ``|q - c|^2`` is one product ``[-2c, 1, |c|^2] @ [q; |q|^2; 1]`` (clamped at the smallest normal), then
-    ``U = r^2 log r^2 / 2`` in place (the ``1/2`` is folded into the weights).
+    On a lattice the squared distances separate, ``|q - c|^2 = (x - c_x)^2 + (y - c_y)^2``, so a block of
+    rows costs one broadcast addition of two small tables instead of a matrix product; the log (the
+    irreducible cost, one per pixel and control point) and the product with the kernel weights follow
+    in place, block by block (``~chunk`` pixels, cache-sized buffers).
     """
-    b, p, _ = q.shape
+    b, w = qx.shape
+    h = qy.shape[1]
     n = cn.shape[1]
-    dt, dev = q.dtype, q.device
-    out = torch.empty(b, 2, p, dtype=dt, device=dev)
-    size = min(chunk, p)
-    r2 = torch.empty(n, size, dtype=dt, device=dev)
-    lg = torch.empty(n, size, dtype=dt, device=dev)
-    tiny = torch.finfo(dt).tiny  # round-off can make |q - c|^2 slightly negative near a control point
-    ones_p = torch.ones(1, p, dtype=dt, device=dev)
+    dt, dev = qx.dtype, qx.device
+    rows = max(1, min(h, chunk // max(w, 1)))
+    out = torch.empty(b, 2, h, w, dtype=dt, device=dev)
+    r2 = torch.empty(n, rows, w, dtype=dt, device=dev)
+    lg = torch.empty(n, rows, w, dtype=dt, device=dev)
+    tiny = torch.finfo(dt).tiny  # r^2 = 0 at a control point on a pixel: 0 * log(tiny) = 0, not NaN
     for i in range(b):
-        qt = q[i].T  # (2, P)
-        lhs = torch.cat([qt, (qt * qt).sum(0, keepdim=True), ones_p], 0).contiguous()  # (4, P)
         c = cn[i]
-        rhs = torch.cat([-2.0 * c, torch.ones(n, 1, dtype=dt, device=dev), (c * c).sum(-1, keepdim=True)], 1)
-        affine = torch.addmm(aff[i, :1].T, aff[i, 1:].T, qt)  # (2, P)
-        half_w = 0.5 * kw[i].T  # (2, N)
-        for s in range(0, p, size):
-            e = min(p, s + size)
+        dx2 = (qx[i][None, :] - c[:, :1]).square_()  # (N, W)
+        dy2 = (qy[i][None, :] - c[:, 1:]).square_()  # (N, H)
+        a = aff[i]  # rows: constant, x, y
+        affine = (
+            a[0][:, None, None]
+            + a[1][:, None, None] * qx[i][None, None, :]
+            + a[2][:, None, None] * qy[i][None, :, None]
+        )
+        half_w = 0.5 * kw[i].T  # (2, N); U = r^2 log r^2 / 2
+        for s in range(0, h, rows):
+            e = min(h, s + rows)
             rr, ll = r2[:, : e - s], lg[:, : e - s]
-            torch.mm(rhs, lhs[:, s:e], out=rr)
+            torch.add(dy2[:, s:e, None], dx2[:, None, :], out=rr)
             rr.clamp_min_(tiny)
             torch.log(rr, out=ll)
             ll.mul_(rr)
-            torch.addmm(affine[:, s:e], half_w, ll, out=out[i, :, s:e])
-    return out.transpose(1, 2)
+            torch.addmm(
+                affine[:, s:e].reshape(2, -1), half_w, ll.reshape(n, -1), out=out[i, :, s:e].view(2, -1)
+            )
+    return out.permute(0, 2, 3, 1)
 
 
 def tps_grid(
@@ -185,10 +194,8 @@ def tps_grid(
     inv = (1.0 / scale).to(dtype)
     qx = (xs[None, :] - center[:, :, 0].to(dtype)) * inv[:, :, 0]  # (B, wc)
     qy = (ys[None, :] - center[:, :, 1].to(dtype)) * inv[:, :, 0]  # (B, hc)
-    q = torch.stack(torch.broadcast_tensors(qx[:, None, :], qy[:, :, None]), -1).reshape(src.shape[0], -1, 2)
     cn = ((dst.detach().to(torch.float64) - center) / scale).to(dtype)
-    mapped = _evaluate(q, cn, kw.to(dtype), aff.to(dtype))
-    grid = mapped.reshape(-1, hc, wc, 2)
+    grid = _evaluate_lattice(qx, qy, cn, kw.to(dtype), aff.to(dtype))
     if grid_stride != 1 and (hc != h or wc != w):
         grid = F.interpolate(grid.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=True)
         grid = grid.permute(0, 2, 3, 1)
