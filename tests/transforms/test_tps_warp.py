@@ -138,3 +138,19 @@ def test_tps_bad_inputs():
         tps_grid(pts, pts, (8, 8), grid_stride=0)
     with pytest.raises(TypeError, match="image"):
         tps_warp_image(np.zeros((3, 8, 8)), pts, pts)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_control_points_on_pixel_centres_are_interpolated_without_nan(dtype):
+    """A control point exactly on a pixel centre (r = 0 there) gives a finite map that sends the pixel
+    ``dst_i`` to ``src_i`` (the spline interpolates its control points)."""
+    g = torch.Generator().manual_seed(3)
+    dst = torch.randint(4, 28, (2, 9, 2), generator=g).to(dtype)
+    src = dst + torch.randn(2, 9, 2, generator=g, dtype=dtype)
+    grid = tps_grid(src, dst, (32, 32))
+    assert bool(torch.isfinite(grid).all())
+    pix = _grid_to_pixels(grid, 32, 32)
+    b = torch.arange(2)[:, None]
+    at_dst = pix[b, dst[..., 1].long(), dst[..., 0].long()]
+    tol = 1e-3 if dtype == torch.float32 else 1e-8
+    torch.testing.assert_close(at_dst, src.double(), atol=tol, rtol=0)

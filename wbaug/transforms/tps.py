@@ -146,7 +146,8 @@ def _evaluate_lattice(
     for i in range(b):
         c = cn[i]
         dx2 = (qx[i][None, :] - c[:, :1]).square_()  # (N, W)
-        dy2 = (qy[i][None, :] - c[:, 1:]).square_()  # (N, H)
+        # clamped on the small table: r^2 = dy2 + dx2 >= tiny everywhere, with no pass over the big block
+        dy2 = (qy[i][None, :] - c[:, 1:]).square_().clamp_min_(tiny)  # (N, H)
         a = aff[i]  # rows: constant, x, y
         affine = (
             a[0][:, None, None]
@@ -158,7 +159,6 @@ def _evaluate_lattice(
             e = min(h, s + rows)
             rr, ll = r2[:, : e - s], lg[:, : e - s]
             torch.add(dy2[:, s:e, None], dx2[:, None, :], out=rr)
-            rr.clamp_min_(tiny)
             torch.log(rr, out=ll)
             ll.mul_(rr)
             torch.addmm(
