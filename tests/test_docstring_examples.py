@@ -1,5 +1,6 @@
-"""Every docstring example in the shipped package runs and prints what it claims (doctest over all
-``wbaug`` modules). Examples may use ``torch`` and ``np`` without importing them."""
+"""Every docstring example in the shipped package and the zoo runs and prints what it claims (doctest
+over all ``wbaug`` and ``zoo`` modules, except command-line entry points). Examples may use ``torch``
+and ``np`` without importing them."""
 
 import doctest
 import importlib
@@ -10,13 +11,17 @@ import pytest
 import torch
 
 import wbaug
+import zoo
 
 MODULES = sorted(
-    info.name for info in pkgutil.walk_packages(wbaug.__path__, prefix="wbaug.") if info.name != "wbaug.cli"
+    info.name
+    for package in (wbaug, zoo)
+    for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}.")
+    if info.name != "wbaug.cli"
 )
 
 
-@pytest.mark.parametrize("module_name", ["wbaug", *MODULES])
+@pytest.mark.parametrize("module_name", ["wbaug", "zoo", *MODULES])
 def test_docstring_examples(module_name):
     module = importlib.import_module(module_name)
     finder = doctest.DocTestFinder(exclude_empty=True)

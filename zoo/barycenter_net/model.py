@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BarycenterNet", "ConvBlock"]
+from zoo.common.registry import register_model
+
+__all__ = ["BarycenterNet", "ConvBlock", "barycenter_net", "barycenter_net_cpu"]
 
 
 class ConvBlock(nn.Sequential):
@@ -137,3 +139,15 @@ class BarycenterNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, channels={self.channels}"
+
+
+@register_model
+def barycenter_net(**kwargs) -> BarycenterNet:
+    """The paper-size network (width 32, depth 5, 512² inputs)."""
+    return BarycenterNet(**kwargs)
+
+
+@register_model
+def barycenter_net_cpu(**kwargs) -> BarycenterNet:
+    """Width 16, depth 4 (64² inputs): the network of ``zoo.barycenter_net.config.cpu_config``."""
+    return BarycenterNet(**{"width": 16, "depth": 4, "max_width": 128, **kwargs})

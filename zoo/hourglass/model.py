@@ -23,8 +23,17 @@ import torch
 from torch import Tensor, nn
 
 from wbaug.landmarks import heatmap_argmax, soft_argmax
+from zoo.common.registry import register_model
 
-__all__ = ["Hourglass", "Residual", "StackedHourglass", "heatmap_to_image", "image_to_heatmap"]
+__all__ = [
+    "Hourglass",
+    "Residual",
+    "StackedHourglass",
+    "heatmap_to_image",
+    "image_to_heatmap",
+    "stacked_hourglass",
+    "stacked_hourglass_tiny",
+]
 
 
 def heatmap_to_image(coords: Tensor, stride: int) -> Tensor:
@@ -224,3 +233,15 @@ class StackedHourglass(nn.Module):
         else:
             uv = heatmap_argmax(last, refine="log_parabola")
         return heatmap_to_image(uv, self.heatmap_stride)
+
+
+@register_model
+def stacked_hourglass(num_landmarks: int = 68, **kwargs) -> StackedHourglass:
+    """Two stacks, width 128, depth 4, heatmaps at stride 4 (Newell et al.'s configuration)."""
+    return StackedHourglass(num_landmarks, **kwargs)
+
+
+@register_model
+def stacked_hourglass_tiny(num_landmarks: int = 68, **kwargs) -> StackedHourglass:
+    """One narrow 2-level stack (the CPU smoke-test size of ``zoo.hourglass.config.tiny_config``)."""
+    return StackedHourglass(num_landmarks, **{"stacks": 1, "width": 16, "depth": 2, **kwargs})
