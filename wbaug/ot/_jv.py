@@ -462,7 +462,7 @@ def solve_clouds_range(x, y, out, start, stop, normalise):
 
 
 @njit(cache=True, nogil=True)
-def barycenter_range(y, w, active, x, sigma, max_iter, tol, skip_first, iterations, start, stop):
+def barycenter_range(y, w, active, x, sigma, max_iter, tol, iterations, start, stop):
     """Fixed point of :func:`wbaug.ot.free_support_barycenter` (uniform, equal sizes), items ``start:stop``.
 
     For each barycenter ``b`` independently: solve the assignments ``sigma_k`` between the support ``x[b]``
@@ -472,8 +472,8 @@ def barycenter_range(y, w, active, x, sigma, max_iter, tol, skip_first, iteratio
 
     Args (NumPy, C-contiguous): ``y (B, K, n, D)`` and ``w (B, K)`` float64; ``active (B, K)`` bool;
     ``x (B, n, D)`` float64 initial support, updated in place; ``sigma (B, K, n)`` int64, the identity on
-    entry, or the first update's assignments when ``skip_first`` (the caller solved those, e.g. with
-    deduplication); on exit the final assignments. ``iterations (B,)`` int64 receives the update counts.
+    entry (clouds that are not active keep it), the final assignments on exit. ``iterations (B,)`` int64
+    receives the update counts.
     """
     ncl, n, dim = y.shape[1], y.shape[2], y.shape[3]
     normalise = dim == 2
@@ -491,16 +491,15 @@ def barycenter_range(y, w, active, x, sigma, max_iter, tol, skip_first, iteratio
         it = 0
         while it < max_iter:
             changed = False
-            if not (skip_first and it == 0):
-                for k in range(ncl):
-                    if not active[b, k]:
-                        continue
-                    if _solve_pair(xb, y[b, k], perm, c, iw, fw, bw, xw, yw, normalise) == NONFINITE:
-                        status = NONFINITE
-                    for i in range(n):
-                        if perm[i] != sigma[b, k, i]:
-                            changed = True
-                            sigma[b, k, i] = perm[i]
+            for k in range(ncl):
+                if not active[b, k]:
+                    continue
+                if _solve_pair(xb, y[b, k], perm, c, iw, fw, bw, xw, yw, normalise) == NONFINITE:
+                    status = NONFINITE
+                for i in range(n):
+                    if perm[i] != sigma[b, k, i]:
+                        changed = True
+                        sigma[b, k, i] = perm[i]
             x_new[:] = 0.0
             for k in range(ncl):
                 if not active[b, k]:

@@ -4,8 +4,8 @@ Two solvers cover every case exactly:
 
 * uniform weights on two clouds of the same size ``N``: the optimal coupling is a permutation matrix
   divided by ``N`` (Birkhoff--von Neumann), found by a linear assignment solver, ``O(N^3)`` worst case:
-  our compiled Jonker--Volgenant kernels (:mod:`wbaug.ot._jv`, numba; 2.5-4.5x faster than scipy on
-  68-point problems because the whole batch loop runs without Python), or
+  our compiled Jonker--Volgenant kernels (:mod:`wbaug.ot._jv`, numba; 2.4-4.6x faster than scipy on
+  68-point problems: the whole batch loop runs without Python), or
   :func:`scipy.optimize.linear_sum_assignment` when numba is not installed or
   ``WBAUG_ASSIGNMENT_SOLVER=scipy`` is set. For ``p = 2`` every pair is first mapped to an equivalent,
   easier problem (centring + Bures whitening, :func:`_normalise_pair`) and a nearest-neighbour

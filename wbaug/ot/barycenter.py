@@ -108,7 +108,7 @@ def _uniform_fixed_point_jv(
     # kernel measured faster (7000 k-NN cliques of faces: 0.43 s) than finding them first (0.48-0.81 s)
     sigma = np.ascontiguousarray(np.broadcast_to(np.arange(n), (bsz, ncl, n)))
     iterations = np.zeros(bsz, dtype=np.int64)
-    _run_kernel(_jv.barycenter_range, (y, w, active, x, sigma, max_iter, float(tol), False, iterations), bsz)
+    _run_kernel(_jv.barycenter_range, (y, w, active, x, sigma, max_iter, float(tol), iterations), bsz)
     return sigma, int(iterations.max(initial=0))
 
 
