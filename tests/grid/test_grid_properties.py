@@ -94,6 +94,16 @@ def test_linearized_barycenter_properties():
     assert float((t0[..., 0] - xs).abs().max()) > 0.1  # entropic shrinkage exists
     same = linearized_barycenter(uni[None], reg=2.0)
     assert_close(same[0], uni[0] / uni.sum(), atol=1e-9, rtol=0)
+    # a precomputed self map gives exactly the same barycenter as recomputing it
+    w = torch.tensor([[0.3, 0.7]], dtype=torch.float64)
+    assert_close(
+        linearized_barycenter(a, w, reg=2.0, maps=maps, self_map=t0),
+        linearized_barycenter(a, w, reg=2.0, maps=maps),
+        atol=0,
+        rtol=0,
+    )
+    with pytest.raises(ValueError, match="self_map"):
+        linearized_barycenter(a, w, reg=2.0, maps=maps, self_map=t0[:-1])
 
 
 @pytest.mark.parametrize(

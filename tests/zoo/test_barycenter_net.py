@@ -222,3 +222,47 @@ def test_short_training_lowers_held_out_kl(tmp_path):
     before = evaluate_model(build_model(cfg), eval_sets)
     after = train(cfg)
     assert after["kl_2"] < 0.8 * before["kl_2"] and after["kl_3"] < 0.8 * before["kl_3"]
+
+
+def test_shape_bank_on_disk_equals_in_memory_and_rejects_partial_builds(tmp_path):
+    """The memory-mapped bank holds exactly the in-memory one; a leftover temporary build is not a bank."""
+    from zoo.barycenter_net.bank import ShapeBank, load_or_build_bank
+
+    kwargs = {"num_shapes": 5, "size": 16, "reg": 2e-2, "max_depth": 3, "seed": 4, "show_progress": False}
+    mem = load_or_build_bank(None, **kwargs)
+    disk = load_or_build_bank(tmp_path, **kwargs)
+    again = load_or_build_bank(tmp_path, **kwargs)  # loaded, not rebuilt
+    for name in ("shapes", "maps", "self_map"):
+        np.testing.assert_array_equal(getattr(disk, name), getattr(mem, name))
+        np.testing.assert_array_equal(getattr(again, name), getattr(mem, name))
+    assert isinstance(again.shapes, np.memmap) and len(again) == 5 and again.size == (16, 16)
+    torch.testing.assert_close(torch.from_numpy(mem.shapes).sum(dim=(-1, -2)), torch.ones(5))
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    np.save(partial / "shapes.npy", mem.shapes)
+    with pytest.raises(ValueError, match="not a shape bank"):
+        ShapeBank.load(partial)
+
+
+def test_pairs_on_the_fly_equal_the_direct_solver():
+    """Each on-the-fly target equals the linearised solver run from scratch on that pair (float32 maps);
+    pairs are fixed by their index, use two distinct shapes and a weight in (0, 1)."""
+    from zoo.barycenter_net.bank import LinearizedPairs, load_or_build_bank
+
+    bank = load_or_build_bank(None, num_shapes=6, size=16, reg=2e-2, max_depth=3, seed=5, show_progress=False)
+    pairs = LinearizedPairs(bank, 20, seed=1, augment=True)
+    for index in range(0, 20, 4):
+        i, j, lam = pairs.pair(index)
+        assert i != j and 0.0 < lam < 1.0 and pairs.pair(index) == (i, j, lam)
+        x, w, t = pairs[index]
+        direct = solver_barycenter(x[None], w[None], target="linearized", reg=2e-2)[0]
+        torch.testing.assert_close(t, direct, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(w, torch.tensor([lam, 1 - lam], dtype=torch.float32))
+        xs, _, ts = pairs[(index, 5)]  # code 5: flip x + transpose
+        torch.testing.assert_close(ts, t.flip(-1).transpose(-1, -2))
+        torch.testing.assert_close(xs, x.flip(-1).transpose(-1, -2))
+    assert len({pairs.pair(k)[:2] for k in range(20)}) > 5  # pairs differ across indices
+    with pytest.raises(IndexError):
+        pairs.pair(20)
+    with pytest.raises(ValueError, match="num_pairs"):
+        LinearizedPairs(bank, 0)

@@ -122,6 +122,7 @@ def linearized_barycenter(
     reg: float,
     maps: Tensor | None = None,
     debias: bool = True,
+    self_map: Tensor | None = None,
     method: Method = "auto",
     max_iter: int = 500,
     tol: float = 1e-6,
@@ -143,6 +144,9 @@ def linearized_barycenter(
         maps: optional precomputed ``(B, K, H, W, 2)`` maps (from :func:`transport_maps_from_uniform`),
             the paper's trick for building many targets from few shapes.
         debias: subtract the self-transport map ``T_0`` (Sinkhorn divergence); recommended.
+        self_map: optional precomputed ``T_0`` ``(H, W, 2)``, i.e.
+            ``transport_maps_from_uniform(torch.ones(1, H, W), reg=reg)[0]`` (saves one Sinkhorn solve per
+            call when many barycenters share a grid and ``reg``).
         method, max_iter, tol: Sinkhorn settings for the maps.
 
     Returns:
@@ -162,8 +166,13 @@ def linearized_barycenter(
         raise ValueError(f"maps must have shape {(b, k, h, w, 2)}, got {tuple(maps.shape)}")
     target = (weights[..., None, None, None] * maps.to(densities.dtype)).sum(dim=1)  # (B, H, W, 2)
     if debias:
-        uniform = torch.ones(1, h, w, dtype=densities.dtype, device=densities.device)
-        t0 = transport_maps_from_uniform(uniform, **kwargs)[0]
+        if self_map is None:
+            uniform = torch.ones(1, h, w, dtype=densities.dtype, device=densities.device)
+            t0 = transport_maps_from_uniform(uniform, **kwargs)[0]
+        elif self_map.shape != (h, w, 2):
+            raise ValueError(f"self_map must have shape {(h, w, 2)}, got {tuple(self_map.shape)}")
+        else:
+            t0 = self_map.to(densities.dtype)
         grid = torch.stack(
             torch.meshgrid(
                 torch.arange(w, dtype=densities.dtype, device=densities.device),

@@ -41,6 +41,7 @@ __all__ = [
     "sample_depth",
     "shape_maps",
     "sobel_contour",
+    "square_symmetry",
     "solver_barycenter",
 ]
 
@@ -333,14 +334,20 @@ class PairDataset(torch.utils.data.Dataset):
         i, seed = item if isinstance(item, tuple) else (item, None)
         x, w, t = self.inputs[i], self.weights[i], self.target[i]
         if self.augment and seed is not None:
-            code = seed % 8
-            if code & 1:
-                x, t = x.flip(-1), t.flip(-1)
-            if code & 2:
-                x, t = x.flip(-2), t.flip(-2)
-            if code & 4:
-                x, t = x.transpose(-1, -2), t.transpose(-1, -2)
+            x, t = square_symmetry(x, t, seed % 8)
         return x, w, t
+
+
+def square_symmetry(inputs: Tensor, target: Tensor, code: int) -> tuple[Tensor, Tensor]:
+    """Apply symmetry ``code`` in ``0..7`` of the square (bit 0: flip x, bit 1: flip y, bit 2: transpose) to
+    ``inputs (..., H, W)`` and ``target (H, W)`` alike; barycenters commute with these maps."""
+    if code & 1:
+        inputs, target = inputs.flip(-1), target.flip(-1)
+    if code & 2:
+        inputs, target = inputs.flip(-2), target.flip(-2)
+    if code & 4:
+        inputs, target = inputs.transpose(-1, -2), target.transpose(-1, -2)
+    return inputs, target
 
 
 def _cache_path(cache_dir: str | None, name: str) -> Path | None:
@@ -384,12 +391,13 @@ def build_eval_sets(
     max_depth: int = 50,
     seed: int = 0,
     cache_dir: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[int, dict[str, Tensor]]:
     """Held-out ``k``-way problems for every ``k`` in ``ways``, from shapes drawn with a separate stream.
 
     The held-out bank uses seed ``seed + 1_000_003``, so none of its shapes are training shapes (up to
-    the chance of an identical random shape); transport maps of the bank are computed once and shared
-    by all ``k``.
+    the chance of an identical random shape); transport maps of the bank are computed once (on
+    ``device``) and shared by all ``k``.
     """
     shared: dict[str, Tensor | None] = {}
 
@@ -397,7 +405,10 @@ def build_eval_sets(
         if not shared:  # the bank and its maps are built at most once, and only when a cache entry is missing
             g = torch.Generator().manual_seed(seed + 1_000_003)
             shared["bank"] = random_contours(num_shapes, size, generator=g, max_depth=max_depth)
-            shared["maps"] = shape_maps(shared["bank"], reg=reg) if target == "linearized" else None
+            if target == "linearized":  # the Sinkhorn solves run on `device`
+                shared["maps"] = shape_maps(shared["bank"].to(device), reg=reg).cpu()
+            else:
+                shared["maps"] = None
         gk = torch.Generator().manual_seed(seed + 1_000_003 + k)
         return build_kway_set(
             shared["bank"], num_problems, k, generator=gk, target=target, reg=reg, bank_maps=shared["maps"]

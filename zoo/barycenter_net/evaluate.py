@@ -227,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         max_depth=d.max_depth,
         seed=d.data_seed,
         cache_dir=d.cache_dir,
+        device=device,
     )
     amp = cfg.train.amp and device.type == "cuda"
     metrics: dict[str, Any] = evaluate_model(model, sets, batch_size=e.batch_size, device=device, amp=amp)

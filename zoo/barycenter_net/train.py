@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.barycenter_net.bank import LinearizedPairs, load_or_build_bank
 from zoo.barycenter_net.config import BarycenterNetConfig, cpu_config, tiny_config
 from zoo.barycenter_net.data import PairDataset, build_eval_sets, build_training_set
 from zoo.barycenter_net.evaluate import barycenter_figure, build_model, evaluate_model, kl_divergence
@@ -65,15 +66,42 @@ __all__ = ["PRESETS", "build_data", "main", "train"]
 PRESETS = {"paper": BarycenterNetConfig, "cpu": cpu_config, "tiny": tiny_config}
 
 
-def build_data(cfg: BarycenterNetConfig) -> tuple[dict, dict[int, dict]]:
-    """Training pairs and held-out k-way sets described by ``cfg.data`` / ``cfg.eval`` (cached if asked)."""
+def build_data(
+    cfg: BarycenterNetConfig, device: str | torch.device = "cpu"
+) -> tuple[torch.utils.data.Dataset, dict[int, dict]]:
+    """Training pairs and held-out k-way sets described by ``cfg.data`` / ``cfg.eval`` (cached if asked).
+
+    Linearised targets (the paper's) come from a shape bank with targets computed on the fly
+    (:mod:`zoo.barycenter_net.bank`, memory-mapped under ``data.cache_dir``), which scales to 512²;
+    the other solvers precompute every target in memory (small grids only). The bank's Sinkhorn solves
+    run on ``device``.
+    """
     d, e = cfg.data, cfg.eval
     common = {"size": d.size, "target": d.target, "reg": d.reg, "max_depth": d.max_depth, "seed": d.data_seed}
-    train_set = build_training_set(
-        num_shapes=d.num_shapes, num_pairs=d.num_pairs, cache_dir=d.cache_dir, **common
-    )
+    if d.target == "linearized":
+        bank = load_or_build_bank(
+            d.cache_dir,
+            num_shapes=d.num_shapes,
+            size=d.size,
+            reg=d.reg,
+            max_depth=d.max_depth,
+            seed=d.data_seed,
+            show_progress=cfg.train.progress,
+            device=device,
+        )
+        train_set = LinearizedPairs(bank, d.num_pairs, seed=d.data_seed, augment=d.augment)
+    else:
+        pairs = build_training_set(
+            num_shapes=d.num_shapes, num_pairs=d.num_pairs, cache_dir=d.cache_dir, **common
+        )
+        train_set = PairDataset(pairs, augment=d.augment)
     eval_sets = build_eval_sets(
-        num_shapes=e.num_shapes, num_problems=e.num_problems, ways=e.ways, cache_dir=d.cache_dir, **common
+        num_shapes=e.num_shapes,
+        num_problems=e.num_problems,
+        ways=e.ways,
+        cache_dir=d.cache_dir,
+        device=device,
+        **common,
     )
     return train_set, eval_sets
 
@@ -97,9 +125,8 @@ def _train(cfg: BarycenterNetConfig, *, resume: bool, ctx: DistributedContext) -
 
     # ---- data ------------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    pairs, eval_sets = build_data(cfg)
+    dataset, eval_sets = build_data(cfg, device)
     data_seconds = time.perf_counter() - t0
-    dataset = PairDataset(pairs, augment=cfg.data.augment)
     sampler = ShardedEpochSampler(
         len(dataset),
         batch_size=t_cfg.batch_size,
