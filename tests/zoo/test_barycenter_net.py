@@ -266,3 +266,31 @@ def test_pairs_on_the_fly_equal_the_direct_solver():
         pairs.pair(20)
     with pytest.raises(ValueError, match="num_pairs"):
         LinearizedPairs(bank, 0)
+
+
+def test_torchrun_two_ranks_share_one_cached_bank(tmp_path):
+    """``torchrun --nproc_per_node=2`` (Gloo, CPU): rank 0 builds the cached shape bank while rank 1 waits,
+    both train on it, and only rank 0 writes the bank, checkpoint and metrics."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out, cache = tmp_path / "ddp", tmp_path / "cache"
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+        "-m", "zoo.barycenter_net.train", "--preset", "tiny", "--train.out_dir", str(out),
+        "--data.cache_dir", str(cache), "--train.steps", "2", "--train.sample_figures", "false",
+    ]  # fmt: skip
+    run = subprocess.run(
+        args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2
+    banks = [p.name for p in cache.iterdir() if p.name.startswith("bank_")]
+    assert len(banks) == 1 and not banks[0].endswith(".tmp")
+    steps = [r.split(",")[0] for r in (out / "logs" / "train.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2"]  # only rank 0 logs

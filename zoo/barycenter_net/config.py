@@ -45,7 +45,11 @@ class DataConfig:
     reg: float = field(default=4e-3, metadata={"help": "entropic regularisation, normalised units"})
     augment: bool = field(default=True, metadata={"help": "random flips/transposes (exact symmetries)"})
     cache_dir: str | None = field(
-        default=None, metadata={"help": "cache built sets here (keyed by the settings); None: no cache"}
+        default="runs/barycenter_net-cache",
+        metadata={
+            "help": "shape banks and sets are cached here (keyed by the settings); None: in memory (small "
+            "grids only: the 512² bank is ~30 GB)"
+        },
     )
     data_seed: int = field(default=0, metadata={"help": "seed of shapes, pairs and weights"})
 
@@ -108,7 +112,7 @@ def tiny_config(out_dir: str = "runs/barycenter_net-tiny") -> BarycenterNetConfi
     """A seconds-long CPU configuration (16² grids, a 2-level narrow net) for smoke tests."""
     return BarycenterNetConfig(
         model=ModelConfig(width=4, depth=2, max_width=8),
-        data=DataConfig(size=16, num_shapes=12, num_pairs=16, max_depth=3, reg=2e-2),
+        data=DataConfig(size=16, num_shapes=12, num_pairs=16, max_depth=3, reg=2e-2, cache_dir=None),
         eval=EvalConfig(num_shapes=8, num_problems=3, ways=(2, 3), batch_size=4),
         optim=OptimConfig(restart_steps=2),
         train=TrainConfig(
@@ -128,7 +132,7 @@ def cpu_config(out_dir: str = "runs/barycenter_net-cpu") -> BarycenterNetConfig:
     """The short CPU run reported in the README (64² grids, 1000 shapes, 8000 pairs)."""
     return BarycenterNetConfig(
         model=ModelConfig(width=16, depth=4, max_width=128),
-        data=DataConfig(size=64, num_shapes=1000, num_pairs=8000),
+        data=DataConfig(size=64, num_shapes=1000, num_pairs=8000, cache_dir=None),
         eval=EvalConfig(num_shapes=200, num_problems=100),
         optim=OptimConfig(restart_steps=500),
         train=TrainConfig(steps=1500, out_dir=out_dir, eval_every=500, ckpt_every=500),

@@ -44,6 +44,7 @@ from zoo.common import (
     add_config_arguments,
     all_reduce_mean,
     autocast,
+    barrier,
     cleanup_distributed,
     config_from_args,
     config_to_dict,
@@ -125,7 +126,11 @@ def _train(cfg: BarycenterNetConfig, *, resume: bool, ctx: DistributedContext) -
 
     # ---- data ------------------------------------------------------------------------------------
     t0 = time.perf_counter()
+    if ctx.is_distributed and not ctx.is_main:
+        barrier()  # rank 0 builds (and caches) the shape bank first; the others then load it
     dataset, eval_sets = build_data(cfg, device)
+    if ctx.is_distributed and ctx.is_main:
+        barrier()
     data_seconds = time.perf_counter() - t0
     sampler = ShardedEpochSampler(
         len(dataset),
