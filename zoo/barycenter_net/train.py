@@ -22,7 +22,6 @@ optimiser, scheduler, step, RNG states and the resolved config; batches are a pu
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -41,23 +40,21 @@ from zoo.common import (
     DistributedContext,
     MetricLogger,
     ShardedEpochSampler,
-    add_config_arguments,
     all_reduce_mean,
     autocast,
     barrier,
     cleanup_distributed,
-    config_from_args,
     config_to_dict,
     derive_seed,
     epoch_batches,
     init_distributed,
     load_checkpoint,
-    load_config,
     make_generator,
     progress,
     save_config,
     save_figure,
     seed_process,
+    trainer_main,
     unwrap_model,
     wrap_ddp,
 )
@@ -253,23 +250,9 @@ def _train(cfg: BarycenterNetConfig, *, resume: bool, ctx: DistributedContext) -
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command-line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(description="Train BarycenterNet (wbaug zoo).")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="base configuration")
-    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoints/last.pt")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    add_config_arguments(parser, BarycenterNetConfig)
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    base = PRESETS[args.preset]()
-    if args.resume and not args.config:
-        # resume from the run's own saved config unless another one is given explicitly
-        saved = Path(config_from_args(BarycenterNetConfig, args, base=base).train.out_dir) / "config.json"
-        if saved.exists():
-            base = load_config(BarycenterNetConfig, saved)
-    cfg = config_from_args(BarycenterNetConfig, args, base=base)
-    if args.print_config:
-        print(json.dumps(config_to_dict(cfg), indent=2))
-        return {}
-    return train(cfg, resume=args.resume)
+    return trainer_main(
+        BarycenterNetConfig, train, argv, description="Train BarycenterNet (wbaug zoo).", presets=PRESETS
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from zoo.common.config import (
     load_config,
     parse_config,
     save_config,
+    trainer_main,
 )
 from zoo.common.distributed import (
     DistributedContext,
@@ -74,6 +75,7 @@ __all__ = [
     "save_config",
     "save_figure",
     "seed_process",
+    "trainer_main",
     "unwrap_model",
     "worker_generator",
     "wrap_ddp",

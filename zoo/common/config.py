@@ -35,7 +35,7 @@ import json
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "save_config",
+    "trainer_main",
 ]
 
 T = TypeVar("T")
@@ -390,3 +391,38 @@ def parse_config(
     add_config_arguments(parser, cls)
     args = parser.parse_args(list(argv) if argv is not None else None)
     return config_from_args(cls, args), args
+
+
+def trainer_main(
+    cls: type[T],
+    train_fn: Callable[..., dict],
+    argv: Sequence[str] | None = None,
+    *,
+    description: str,
+    presets: Mapping[str, Callable[[], T]] | None = None,
+) -> dict:
+    """The zoo trainers' command line: ``[--preset NAME] [--config FILE] [--section.field VALUE ...]
+    [--resume] [--print-config]``, then ``train_fn(cfg, resume=...)``.
+
+    With ``--resume`` and no ``--config``, the run's own ``<train.out_dir>/config.json`` is the base, so a
+    resumed run keeps its settings. ``presets`` maps names to config factories (the first is the default).
+    """
+    parser = argparse.ArgumentParser(description=description)
+    if presets:
+        parser.add_argument(
+            "--preset", choices=list(presets), default=next(iter(presets)), help="base config"
+        )
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoints/last.pt")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_config_arguments(parser, cls)
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    base = presets[args.preset]() if presets else None
+    if args.resume and not args.config:
+        saved = Path(config_from_args(cls, args, base=base).train.out_dir) / "config.json"
+        if saved.exists():
+            base = load_config(cls, saved)
+    cfg = config_from_args(cls, args, base=base)
+    if args.print_config:
+        print(json.dumps(config_to_dict(cfg), indent=2))
+        return {}
+    return train_fn(cfg, resume=args.resume)

@@ -27,7 +27,6 @@ functions of ``(seed, epoch, index)``, so ``--resume`` replays the same batches 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -45,21 +44,19 @@ from zoo.common import (
     DistributedContext,
     MetricLogger,
     ShardedEpochSampler,
-    add_config_arguments,
     all_reduce_mean,
     autocast,
     cleanup_distributed,
-    config_from_args,
     config_to_dict,
     derive_seed,
     epoch_batches,
     init_distributed,
     load_checkpoint,
-    load_config,
     make_generator,
     progress,
     save_config,
     seed_process,
+    trainer_main,
     unwrap_model,
     wrap_ddp,
 )
@@ -385,23 +382,9 @@ def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, split
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command-line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(description="Train a stacked hourglass landmark detector (wbaug zoo).")
-    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoints/last.pt")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    add_config_arguments(parser, HourglassConfig)
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    base = None
-    if args.resume and not args.config:
-        # resume from the run's own saved config unless another one is given explicitly
-        probe = config_from_args(HourglassConfig, args)
-        saved = Path(probe.train.out_dir) / "config.json"
-        if saved.exists():
-            base = load_config(HourglassConfig, saved)
-    cfg = config_from_args(HourglassConfig, args, base=base)
-    if args.print_config:
-        print(json.dumps(config_to_dict(cfg), indent=2))
-        return {}
-    return train(cfg, resume=args.resume)
+    return trainer_main(
+        HourglassConfig, train, argv, description="Train a stacked hourglass landmark detector (wbaug zoo)."
+    )
 
 
 if __name__ == "__main__":
