@@ -165,6 +165,13 @@ class LinearizedPairs(torch.utils.data.Dataset):
 
     Returns ``(inputs (2, H, W), weights (2,), target (H, W))`` float32, as
     :class:`zoo.barycenter_net.data.PairDataset`.
+
+    Example:
+        >>> bank = load_or_build_bank(None, num_shapes=3, size=16, reg=2e-2, max_depth=2, show_progress=False)
+        >>> pairs = LinearizedPairs(bank, 10, seed=0, augment=True)
+        >>> x, w, t = pairs[(4, 123)]          # (index, sample_seed) as ShardedEpochSampler yields them
+        >>> x.shape, w.shape, t.shape, round(float(t.sum()), 4)
+        (torch.Size([2, 16, 16]), torch.Size([2]), torch.Size([16, 16]), 1.0)
     """
 
     def __init__(self, bank: ShapeBank, num_pairs: int, *, seed: int = 0, augment: bool = False) -> None:

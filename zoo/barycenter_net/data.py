@@ -25,6 +25,7 @@ from torch import Tensor
 from wbaug.grid import convolutional_barycenter, debiased_barycenter, linearized_barycenter
 from wbaug.grid.linearized import transport_maps_from_uniform
 from wbaug.sampling import sample_dirichlet
+from zoo.common.logging import progress
 
 __all__ = [
     "OPERATORS",
@@ -183,20 +184,22 @@ def _pixel_reg(reg: float, size: int) -> float:
     return reg * (size - 1) ** 2
 
 
-def shape_maps(bank: Tensor, *, reg: float = 4e-3, chunk: int = 64) -> Tensor:
+def shape_maps(bank: Tensor, *, reg: float = 4e-3, chunk: int = 64, show_progress: bool = False) -> Tensor:
     """Entropic transport maps from the uniform grid measure to every shape: ``(M, H, W) -> (M, H, W, 2)``.
 
     The paper's trick (Sec. 3.2): maps depend on one shape only, so a bank of ``M`` shapes costs ``M``
     Sinkhorn solves and any number of weighted k-way targets is then a weighted average of maps plus a
-    bilinear splat. ``reg`` is in normalised units, as in :func:`solver_barycenter`. float64 maps.
+    bilinear splat. ``reg`` is in normalised units, as in :func:`solver_barycenter`. float64 maps, on
+    ``bank``'s device; ``show_progress`` draws a bar per chunk (512² maps take seconds each on a CPU).
     """
     size = bank.shape[-1]
-    return torch.cat(
-        [
-            transport_maps_from_uniform(bank[s : s + chunk].double(), reg=_pixel_reg(reg, size), tol=1e-6)
-            for s in range(0, bank.shape[0], chunk)
-        ]
-    )
+    out = []
+    with progress(total=bank.shape[0], enabled=show_progress, desc="transport maps", unit="shape") as bar:
+        for s in range(0, bank.shape[0], chunk):
+            part = bank[s : s + chunk].double()
+            out.append(transport_maps_from_uniform(part, reg=_pixel_reg(reg, size), tol=1e-6))
+            bar.update(part.shape[0])
+    return torch.cat(out)
 
 
 def solver_barycenter(
@@ -392,6 +395,7 @@ def build_eval_sets(
     seed: int = 0,
     cache_dir: str | None = None,
     device: str | torch.device = "cpu",
+    show_progress: bool = False,
 ) -> dict[int, dict[str, Tensor]]:
     """Held-out ``k``-way problems for every ``k`` in ``ways``, from shapes drawn with a separate stream.
 
@@ -406,7 +410,8 @@ def build_eval_sets(
             g = torch.Generator().manual_seed(seed + 1_000_003)
             shared["bank"] = random_contours(num_shapes, size, generator=g, max_depth=max_depth)
             if target == "linearized":  # the Sinkhorn solves run on `device`
-                shared["maps"] = shape_maps(shared["bank"].to(device), reg=reg).cpu()
+                maps = shape_maps(shared["bank"].to(device), reg=reg, show_progress=show_progress)
+                shared["maps"] = maps.cpu()
             else:
                 shared["maps"] = None
         gk = torch.Generator().manual_seed(seed + 1_000_003 + k)

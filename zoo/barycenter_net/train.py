@@ -99,6 +99,7 @@ def build_data(
         ways=e.ways,
         cache_dir=d.cache_dir,
         device=device,
+        show_progress=cfg.train.progress,
         **common,
     )
     return train_set, eval_sets
