@@ -48,6 +48,26 @@ def _check_mask(mask: object, shape: tuple[int, int], device: torch.device) -> T
     return mask
 
 
+def _advance(
+    x: np.ndarray,
+    x_new: np.ndarray,
+    rows: np.ndarray,
+    running: np.ndarray,
+    changed: np.ndarray,
+    it: int,
+    tol: float,
+) -> bool:
+    """Move the running items ``rows`` of ``x`` to ``x_new``; stop those whose squared displacement is
+    ``<= tol`` or (after the first update) whose couplings did not change. True when none runs any more."""
+    shift = ((x_new - x[rows]) ** 2).sum((1, 2))
+    x[rows] = x_new
+    done = shift <= tol
+    if it > 0:
+        done |= ~changed[rows]
+    running[rows[done]] = False
+    return not running.any()
+
+
 def _uniform_fixed_point(
     y: np.ndarray, w: np.ndarray, x0: np.ndarray, active_clouds: np.ndarray, max_iter: int, tol: float
 ) -> tuple[np.ndarray, int]:
@@ -83,14 +103,7 @@ def _uniform_fixed_point(
         sigma[pair_b, pair_k] = new
         rows = np.nonzero(running)[0]
         matched = flat_y[(base[rows] + sigma[rows]).reshape(-1)].reshape(rows.size, ncl, n, d)
-        x_new = np.einsum("bk,bknd->bnd", w[rows], matched)
-        shift = ((x_new - x[rows]) ** 2).sum((1, 2))
-        x[rows] = x_new
-        done = shift <= tol
-        if it > 0:
-            done |= ~changed[rows]
-        running[rows[done]] = False
-        if not running.any():
+        if _advance(x, np.einsum("bk,bknd->bnd", w[rows], matched), rows, running, changed, it, tol):
             break
     return sigma, iterations
 
@@ -142,14 +155,7 @@ def _general_fixed_point(
         plans[pair_b, pair_k] = new
         rows = np.nonzero(running)[0]
         moved = np.einsum("bk,bkij,bkjd->bid", w[rows], plans[rows], y[rows]) * inv_b[rows][:, :, None]
-        x_new = np.where(b[rows][:, :, None] > 0, moved, x[rows])
-        shift = ((x_new - x[rows]) ** 2).sum((1, 2))
-        x[rows] = x_new
-        done = shift <= tol
-        if it > 0:
-            done |= ~changed[rows]
-        running[rows[done]] = False
-        if not running.any():
+        if _advance(x, np.where(b[rows][:, :, None] > 0, moved, x[rows]), rows, running, changed, it, tol):
             break
     return plans
 

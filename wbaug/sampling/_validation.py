@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from wbaug._checks import check_generator
+from wbaug.ot._validation import check_positive_int
 
 __all__ = ["Clouds", "as_clouds", "check_finite", "check_generator", "check_nonnegative_int"]
 
@@ -94,11 +95,8 @@ def select(clouds: Clouds, index: Sequence[int] | Tensor) -> Clouds:
 
 
 def check_nonnegative_int(value: Any, name: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    """:func:`wbaug.ot._validation.check_positive_int` with a default minimum of 0."""
+    return check_positive_int(value, name, minimum=minimum)
 
 
 def check_positive_float(value: Any, name: str, *, allow_none: bool = False, allow_zero: bool = False) -> Any:

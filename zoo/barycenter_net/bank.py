@@ -26,8 +26,7 @@ import torch
 from torch import Tensor
 
 from wbaug.grid import linearized_barycenter
-from wbaug.grid.linearized import transport_maps_from_uniform
-from zoo.barycenter_net.data import random_contours, shape_maps, square_symmetry
+from zoo.barycenter_net.data import random_contours, shape_maps, square_symmetry, uniform_self_map
 from zoo.common.logging import progress
 from zoo.common.seeding import derive_seed
 
@@ -101,10 +100,7 @@ class ShapeBank:
                 shapes[s : s + batch.shape[0]] = batch.numpy()
                 maps[s : s + batch.shape[0]] = shape_maps(batch.to(device), reg=reg).float().cpu().numpy()
                 bar.update(batch.shape[0])
-        uniform = torch.ones(1, size, size, dtype=torch.float64)
-        self_map = (
-            transport_maps_from_uniform(uniform, reg=reg * (size - 1) ** 2, tol=1e-6)[0].float().numpy()
-        )
+        self_map = uniform_self_map(size, reg=reg, device=device).float().cpu().numpy()
         if tmp is None:
             return cls(shapes, maps, self_map, reg)
         np.save(tmp / "self_map.npy", self_map)
@@ -182,6 +178,8 @@ class LinearizedPairs(torch.utils.data.Dataset):
             raise ValueError("augment=True needs square grids (transposes are among the symmetries)")
         self.bank, self.num_pairs, self.seed, self.augment = bank, num_pairs, seed, augment
         self._pixel_reg = bank.reg * (h - 1) ** 2
+        # read (and, for a memory-mapped bank, copied out) once, not once per sample
+        self._self_map = torch.from_numpy(np.array(bank.self_map, dtype=np.float64))
 
     def __len__(self) -> int:
         return self.num_pairs
@@ -208,7 +206,7 @@ class LinearizedPairs(torch.utils.data.Dataset):
             weights[None],
             reg=self._pixel_reg,
             maps=maps[None],
-            self_map=torch.from_numpy(np.array(self.bank.self_map)),
+            self_map=self._self_map,
         )[0]
         target = (target / target.sum()).float()
         if self.augment and sample_seed is not None:

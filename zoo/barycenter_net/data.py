@@ -43,6 +43,7 @@ __all__ = [
     "shape_maps",
     "sobel_contour",
     "square_symmetry",
+    "uniform_self_map",
     "solver_barycenter",
 ]
 
@@ -202,6 +203,14 @@ def shape_maps(bank: Tensor, *, reg: float = 4e-3, chunk: int = 64, show_progres
     return torch.cat(out)
 
 
+def uniform_self_map(size: int, *, reg: float = 4e-3, device: str | torch.device = "cpu") -> Tensor:
+    """``T_0 (size, size, 2)`` float64: the uniform grid measure's entropic map to itself, the debiasing term
+    of the linearised barycenter (one Sinkhorn solve, shared by every barycenter on this grid and ``reg``).
+    """
+    uniform = torch.ones(1, size, size, dtype=torch.float64, device=device)
+    return transport_maps_from_uniform(uniform, reg=_pixel_reg(reg, size), tol=1e-6)[0]
+
+
 def solver_barycenter(
     densities: Tensor,
     weights: Tensor,
@@ -220,6 +229,8 @@ def solver_barycenter(
     _check_target(target)
     outs = []
     h = densities.shape[-2]
+    if target == "linearized":  # solved once here, not once per chunk inside linearized_barycenter
+        self_map = uniform_self_map(h, reg=reg, device=densities.device)
     for s in range(0, densities.shape[0], chunk):
         d, w = densities[s : s + chunk].double(), weights[s : s + chunk].double()
         if target == "convolutional":
@@ -228,7 +239,7 @@ def solver_barycenter(
             b = debiased_barycenter(d, w, reg=reg, tol=1e-4)
         else:
             m = None if maps is None else maps[s : s + chunk]
-            b = linearized_barycenter(d, w, reg=_pixel_reg(reg, h), maps=m)
+            b = linearized_barycenter(d, w, reg=_pixel_reg(reg, h), maps=m, self_map=self_map)
         outs.append((b / b.sum(dim=(-1, -2), keepdim=True)).float())
     return torch.cat(outs)
 
