@@ -9,8 +9,16 @@ import pytest
 
 import wbaug
 
-SUBPACKAGES = ["wbaug.ot", "wbaug.sampling", "wbaug.transforms", "wbaug.losses", "wbaug.landmarks",
-               "wbaug.metrics", "wbaug.datasets", "wbaug.grid"]
+SUBPACKAGES = [
+    "wbaug.ot",
+    "wbaug.sampling",
+    "wbaug.transforms",
+    "wbaug.losses",
+    "wbaug.landmarks",
+    "wbaug.metrics",
+    "wbaug.datasets",
+    "wbaug.grid",
+]
 
 
 def test_top_level_all_names_exist():

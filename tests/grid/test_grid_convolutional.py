@@ -167,3 +167,76 @@ def test_batched_equals_looped():
             [fn(dens[i : i + 1], w[i : i + 1], reg=2e-2, tol=0.0, max_iter=50) for i in range(4)]
         )
         assert_close(batched, looped, atol=1e-10, rtol=0)
+
+
+def corner_boxes(n: int) -> torch.Tensor:
+    """Two small boxes in opposite corners, exact zeros elsewhere: the scalings span a huge range."""
+    a = torch.zeros(2, n, n, dtype=torch.float64)
+    a[0, 1:4, 1:3] = 1
+    a[1, n - 4 : n - 1, n - 5 : n - 1] = 1
+    return a / a.sum(dim=(-1, -2), keepdim=True)
+
+
+def worst_relative_error(bar: torch.Tensor, ref: torch.Tensor, floor: float = 1e-280) -> float:
+    """Largest |bar - ref| / ref over the entries of ``ref`` above ``floor`` (tails included)."""
+    keep = ref > floor
+    return float(((bar - ref).abs() / ref)[keep].max())
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("reg", [3e-2, 1e-2, 4e-3])
+def test_scaling_domain_equals_log_domain(reg, debiased):
+    """The scaling-domain solver (``auto`` picks it here) computes the log-domain iterates: same
+    barycenter to 1e-12 in L1 and 1e-10 relative on every entry above 1e-280 (the far tails too)."""
+    a = two_boxes()
+    w = torch.tensor([[0.3, 0.7]], dtype=torch.float64)
+    fn = debiased_barycenter if debiased else convolutional_barycenter
+    bar, info = fn(a[None], w, reg=reg, max_iter=80, tol=0.0, return_info=True)
+    ref, ref_info = fn(a[None], w, reg=reg, max_iter=80, tol=0.0, method="log", return_info=True)
+    assert info["scaling_iters"] > 0 and ref_info["scaling_iters"] == 0
+    if not debiased:  # the debiased boxes problem leaves the safe range (tested below)
+        assert info["method"] == "scaling" and info["scaling_iters"] == 80
+    assert_close(bar, ref, atol=1e-12, rtol=0)
+    assert worst_relative_error(bar, ref) < 1e-10
+    assert_close(info["error"], ref_info["error"], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("n", "reg"), [(16, 1e-2), (16, 5e-3), (32, 1e-2)])
+def test_scaling_range_guard_hands_over_to_log_domain(n, reg):
+    """Debiased barycenter of two corner boxes: the barycenter's far tail drops below the safe range
+    after a few iterations. The guard notices, the solve resumes in the log domain from the last
+    verified iterate (``scaling_iters`` in 1..99), and every entry above 1e-280 matches a pure
+    log-domain solve to 1e-10 relative."""
+    a = corner_boxes(n)
+    w = torch.tensor([[0.3, 0.7]], dtype=torch.float64)
+    kwargs = {"reg": reg, "max_iter": 100, "tol": 0.0, "return_info": True}
+    ref, _ = debiased_barycenter(a[None], w, method="log", **kwargs)
+    bar, info = debiased_barycenter(a[None], w, method="scaling", **kwargs)
+    assert 0 < info["scaling_iters"] < 100 and info["method"] == "kernel" and info["n_iter"] == 100
+    assert worst_relative_error(bar, ref) < 1e-10
+    assert_close(bar, ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_scaling_falls_back_on_overflow(debiased, monkeypatch):
+    """``method="scaling"`` at ``max_d2 / reg = 500`` (kernel entries still normal numbers): the
+    scalings overflow within a few iterations, the guard hands over to the log domain, and the answer is
+    the log-domain one. With the guard's verdict forced to "in range" the same solve returns NaN: the
+    guard is what keeps the fast path safe."""
+    import wbaug.grid.convolutional as convolutional
+
+    a = corner_boxes(32)
+    w = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    fn = debiased_barycenter if debiased else convolutional_barycenter
+    kwargs = {"reg": 2e-3, "max_iter": 50, "tol": 0.0}
+    bar, info = fn(a[None], w, method="scaling", return_info=True, **kwargs)
+    ref = fn(a[None], w, method="log", **kwargs)
+    assert info["method"] == "kernel" and info["scaling_iters"] < 50
+    assert torch.isfinite(bar).all()
+    assert_close(bar, ref, atol=1e-12, rtol=0)
+    assert worst_relative_error(bar, ref) < 1e-10
+
+    monkeypatch.setattr(convolutional, "_in_safe_range", lambda *args: True)
+    unguarded, info = fn(a[None], w, method="scaling", return_info=True, **kwargs)
+    assert info["method"] == "scaling"
+    assert not torch.isfinite(unguarded).all()

@@ -1,7 +1,8 @@
 """Wasserstein barycenters of densities on regular grids (images, landmark heatmaps).
 
 * :func:`convolutional_barycenter` -- entropic barycenter by convolutional Sinkhorn (Solomon et al. 2015),
-  log domain, separable Gaussian kernels applied as batched matrix products; matches POT's
+  separable Gaussian kernels applied as batched matrix products, on range-guarded scalings with a
+  log-domain hand-over; matches POT's
   ``ot.bregman.convolutional_barycenter2d`` for ``units="normalized"``.
 * :func:`debiased_barycenter` -- Sinkhorn-divergence barycenter (Janati et al. 2020), sharper.
 * :func:`linearized_barycenter` -- the one-step Lagrangian barycenter of "Learning to Generate

@@ -41,10 +41,12 @@ def debiased_barycenter(
         S_\varepsilon(a, b) = \mathrm{OT}_\varepsilon(a, b)
         - \tfrac12 \mathrm{OT}_\varepsilon(a, a) - \tfrac12 \mathrm{OT}_\varepsilon(b, b),
 
-    computed with the debiased iterative Bregman projections of Janati et al. (2020, Algorithm 1) in
-    the log domain: ``log bar = log c + sum_k w_k log K u_k`` with ``debias_steps`` updates
-    ``log c <- (log c + log bar - log K c) / 2`` per iteration. Same grid, units and ``method`` switch as
-    :func:`~wbaug.grid.convolutional_barycenter`; ``units="normalized"`` matches POT's
+    computed with the debiased iterative Bregman projections of Janati et al. (2020, Algorithm 1):
+    ``log bar = log c + sum_k w_k log K u_k`` with ``debias_steps`` updates
+    ``log c <- (log c + log bar - log K c) / 2`` per iteration (run on the scalings while the range
+    guard of :func:`~wbaug.grid.convolutional_barycenter` allows, in the log domain otherwise). Same
+    grid, units and ``method`` switch as :func:`~wbaug.grid.convolutional_barycenter`;
+    ``units="normalized"`` matches POT's
     ``ot.bregman.convolutional_barycenter2d_debiased`` exactly.
 
     Args:
@@ -52,7 +54,7 @@ def debiased_barycenter(
         weights: ``(B, K)`` non-negative weights, rescaled to sum to one; ``None`` = uniform.
         reg: entropic regularisation ``> 0`` in ``units``.
         debias_steps: inner fixed-point steps for the debiasing potential per iteration.
-        return_info: also return ``{"n_iter", "error", "method", "compute_dtype"}``.
+        return_info: also return ``{"n_iter", "error", "method", "compute_dtype", "scaling_iters"}``.
         units, method, max_iter, tol, check_every: as in :func:`~wbaug.grid.convolutional_barycenter`.
 
     Returns:
