@@ -77,6 +77,50 @@ def test_scaling_domain_equals_log_domain(seed, k, size, reg, zero_fraction, deb
     assert float(((bar - ref).abs() / ref)[keep].max()) < 1e-9
 
 
+@given(
+    seed=SEEDS,
+    size=st.integers(4, 20),
+    exponent=st.floats(20.0, 400.0),
+    zero_fraction=st.floats(0.0, 0.9),
+)
+def test_transport_maps_scaling_equals_log_domain(seed, size, exponent, zero_fraction):
+    """Uniform-to-density transport maps: ``method="scaling"`` (guarded, may hand over to the log
+    domain) == ``method="kernel"`` (log domain) to 1e-9 px; ``reg = (size - 1)^2 / exponent`` pixels."""
+    dens, _ = random_problem(seed, 2, size)
+    g = torch.Generator().manual_seed(seed + 1)
+    dens = dens[0] * (torch.rand(dens.shape[1:], generator=g, dtype=torch.float64) >= zero_fraction)
+    dens[..., 0, 0] += 1e-3
+    reg = (size - 1) ** 2 / exponent
+    fast = transport_maps_from_uniform(dens, reg=reg, max_iter=40, tol=0.0, method="scaling")
+    ref = transport_maps_from_uniform(dens, reg=reg, max_iter=40, tol=0.0, method="kernel")
+    assert_close(fast, ref, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize(("n", "exponent"), [(16, 380), (32, 360), (32, 600)])
+def test_transport_maps_hand_over(n, exponent, monkeypatch):
+    """Tiny corner supports at small ``reg``: the scalings leave the safe range after some iterations
+    (measured: 25, 5 and 1); the log domain takes over from there and the maps equal a log-domain solve."""
+    import wbaug.grid.linearized as linearized
+
+    starts = []
+    log_solve = linearized._maps_log
+
+    def spy(*args, **kwargs):
+        starts.append(args[5])
+        return log_solve(*args, **kwargs)
+
+    monkeypatch.setattr(linearized, "_maps_log", spy)
+    dens = torch.zeros(2, n, n, dtype=torch.float64)
+    dens[0, :2, :2] = 1
+    dens[1, -3:, :3] = 1
+    dens[1, 0, -1] = 1e-3
+    reg = (n - 1) ** 2 / exponent
+    fast = transport_maps_from_uniform(dens, reg=reg, max_iter=100, tol=0.0, method="scaling")
+    assert len(starts) == 1 and 1 <= starts[0] < 100
+    ref = transport_maps_from_uniform(dens, reg=reg, max_iter=100, tol=0.0, method="kernel")
+    assert_close(fast, ref, atol=1e-9, rtol=0)
+
+
 @given(s=st.floats(0.2, 0.8), shift=st.integers(6, 14))
 def test_heatmap_barycenter_peaks_at_interpolation(s, shift):
     """Barycenter of the heatmaps of landmarks P and P + t with weights (1-s, s): each landmark's peak

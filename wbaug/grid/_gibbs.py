@@ -146,6 +146,34 @@ def safe_range(dtype: torch.dtype) -> tuple[float, float]:
     return info.tiny / info.eps, info.max * info.eps
 
 
+def guard_interval(device: torch.device, check_every: int) -> int:
+    """Iterations between guard verdicts: a host sync is free on the CPU, so every iteration there (a
+    hand-over then redoes nothing); on accelerators only with the stopping test."""
+    return 1 if device.type == "cpu" else check_every
+
+
+class RangeGuard:
+    """Running extremes of the values a scaling-domain solve must keep in :func:`safe_range`.
+
+    :meth:`watch` only launches device ops (no host sync); :meth:`ok` reads the verdict (one sync). NaN
+    fails both comparisons, so it also ends the scaling domain. One guard per solve call.
+    """
+
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self.lo, self.hi = safe_range(dtype)
+        self.seen_lo = torch.full((), float("inf"), dtype=dtype, device=device)
+        self.seen_hi = torch.zeros((), dtype=dtype, device=device)
+
+    def watch(self, *tensors: Tensor) -> None:
+        for x in tensors:
+            x_lo, x_hi = torch.aminmax(x)
+            self.seen_lo = torch.minimum(self.seen_lo, x_lo)
+            self.seen_hi = torch.maximum(self.seen_hi, x_hi)
+
+    def ok(self) -> bool:
+        return bool((self.seen_lo >= self.lo) & (self.seen_hi <= self.hi))
+
+
 class SeparableLogConvolution:
     """Callable ``X (..., H, W) -> log(K exp(X))`` for the separable Gibbs kernel of one grid.
 

@@ -15,11 +15,12 @@ from torch import Tensor, nn
 
 from wbaug.grid._gibbs import (
     Method,
+    RangeGuard,
     SeparableConvolution,
     SeparableLogConvolution,
     Units,
+    guard_interval,
     safe_log,
-    safe_range,
     select_method,
     try_scaling_first,
 )
@@ -138,22 +139,12 @@ def _scaling_iterations(
     the stopping test); if any value left the range, the iterate saved at the previous inspection is
     returned as :class:`_Resume` for the log domain.
     """
-    lo, hi = safe_range(a.dtype)
+    guard = RangeGuard(a.dtype, a.device)
     wk = w[..., None, None]
     a_t = a.transpose(-1, -2).contiguous()  # u is kept transposed: see SeparableConvolution
     v = torch.ones_like(a)
     c = torch.ones_like(a[:, 0]) if debiased else None
-    seen_lo = torch.full((), float("inf"), dtype=a.dtype, device=a.device)
-    seen_hi = torch.zeros((), dtype=a.dtype, device=a.device)
-
-    def watch(x: Tensor) -> None:
-        nonlocal seen_lo, seen_hi
-        x_lo, x_hi = torch.aminmax(x)
-        seen_lo, seen_hi = torch.minimum(seen_lo, x_lo), torch.maximum(seen_hi, x_hi)
-
-    # A host sync is free on the CPU, so the guard is read every iteration there (a fallback then
-    # redoes nothing); on accelerators only with the stopping test.
-    guard_every = 1 if a.device.type == "cpu" else check_every
+    guard_every = guard_interval(a.device, check_every)
     saved = _Resume(0, None, None, c)
     for it in range(max_iter):
         n_iter = it + 1
@@ -164,7 +155,7 @@ def _scaling_iterations(
         if c is not None:
             log_bar = log_bar + torch.log(c)
         bar = torch.exp(log_bar)
-        watch(kv_t), watch(ku), watch(bar)
+        guard.watch(kv_t, ku, bar)
         if c is not None:
             sqrt_bar = torch.sqrt(bar)
             for _ in range(debias_steps):
@@ -172,10 +163,10 @@ def _scaling_iterations(
                 # sqrt(c) * sqrt(bar) is a normal number for c, bar in the safe range, where c * bar
                 # could underflow unnoticed; the quotient is watched.
                 c = torch.sqrt(c) * sqrt_bar / torch.sqrt(kc)
-                watch(kc), watch(c)
+                guard.watch(kc, c)
         last = n_iter == max_iter
         guarding = n_iter % guard_every == 0 or last
-        if guarding and not _in_safe_range(seen_lo, seen_hi, lo, hi):
+        if guarding and not guard.ok():
             return saved
         if n_iter % check_every == 0 or last:
             error = (w * (v * ku - bar[:, None]).abs().sum(dim=(-1, -2))).sum(dim=-1)
@@ -185,11 +176,6 @@ def _scaling_iterations(
         if guarding:
             saved = _Resume(n_iter, log_bar, ku, c)
     raise AssertionError("unreachable: the last iteration always returns")
-
-
-def _in_safe_range(seen_lo: Tensor, seen_hi: Tensor, lo: float, hi: float) -> bool:
-    """The range guard's verdict (NaN fails both comparisons, so it also ends the scaling domain)."""
-    return bool((seen_lo >= lo) & (seen_hi <= hi))
 
 
 def _log_iterations(

@@ -12,16 +12,22 @@ can be precomputed per shape and any weighted combination is cheap.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from wbaug.grid._gibbs import (
     Method,
+    RangeGuard,
+    SeparableConvolution,
     SeparableLogConvolution,
     Units,
     axis_coordinates,
+    guard_interval,
     safe_log,
     select_method,
+    try_scaling_first,
 )
 from wbaug.grid._validate import check_densities_weights, check_iter, check_reg, check_units
 
@@ -64,25 +70,102 @@ def transport_maps_from_uniform(
     flat = densities.reshape(-1, 1, *size)
     check_densities_weights(flat, None)
     resolved, cdtype = select_method(size, reg, units, densities.dtype, densities.device, method)
-    conv = SeparableLogConvolution(size, reg, units, resolved, dtype=cdtype, device=densities.device)
     a = flat[:, 0].to(cdtype)
-    log_a = safe_log(a / a.sum(dim=(-1, -2), keepdim=True))
-    log_mu = torch.full_like(log_a, -torch.log(torch.tensor(float(size[0] * size[1]), dtype=cdtype)).item())
-    g = torch.zeros_like(log_a)
+    a_unit = a / a.sum(dim=(-1, -2), keepdim=True)
+    ys = axis_coordinates(size[0], units, dtype=cdtype, device=a.device)
+    xs = axis_coordinates(size[1], units, dtype=cdtype, device=a.device)
+    settings = {"max_iter": max_iter, "tol": tol, "check_every": check_every}
+    start, g = 0, torch.zeros_like(a_unit)
+    if try_scaling_first(size, reg, units, cdtype, method):
+        conv = SeparableConvolution(size, reg, units, dtype=cdtype, device=a.device)
+        outcome = _maps_scaling(a_unit, conv, xs, ys, **settings)
+        if isinstance(outcome, Tensor):
+            return outcome.to(densities.dtype).reshape(*lead, *size, 2)
+        start, g = outcome
+    log_conv = SeparableLogConvolution(size, reg, units, resolved, dtype=cdtype, device=a.device)
+    maps = _maps_log(a_unit, log_conv, xs, ys, g, start, **settings)
+    return maps.to(densities.dtype).reshape(*lead, *size, 2)
+
+
+def _maps_scaling(
+    a: Tensor,
+    conv: SeparableConvolution,
+    xs: Tensor,
+    ys: Tensor,
+    *,
+    max_iter: int,
+    tol: float,
+    check_every: int,
+) -> Tensor | tuple[int, Tensor]:
+    """Sinkhorn from the uniform measure to ``a`` ``(B, H, W)`` on the scalings, then the maps.
+
+    ``u = mu / K v``, ``v = a / K u``; maps ``T = K(v * coord) / K v``. Same range guard as the barycenter
+    solver (:class:`~wbaug.grid._gibbs.RangeGuard` on ``K v``, ``K u`` and the map numerators). Returns the
+    ``(B, H, W, 2)`` maps, or ``(iterations done, g)`` to resume in the log domain, with the potential
+    ``g = log a - log K u`` rebuilt from the last verified ``K u`` (``max_iter`` iterations done when the
+    hand-over happens at the map stage).
+    """
+    guard = RangeGuard(a.dtype, a.device)
+    mu = 1.0 / (a.shape[-1] * a.shape[-2])
+    guard_every = guard_interval(a.device, check_every)
+    v = torch.ones_like(a)
+    v_from = None  # the verified K u that v was computed from (None: the initial v = 1)
+    saved = (0, None)
+    n_iter = 0
     for it in range(max_iter):
+        n_iter = it + 1
+        kv_t = conv.to_transposed(v)
+        ku = conv.from_transposed(mu / kv_t)
+        guard.watch(kv_t, ku)
+        if (n_iter % guard_every == 0 or n_iter == max_iter) and not guard.ok():
+            return _resume_potential(a, *saved)
+        if n_iter % check_every == 0 and bool(((v * ku - a).abs().sum(dim=(-1, -2)) <= tol).all()):
+            break
+        v, v_from = a / ku, ku
+        if n_iter % guard_every == 0:
+            saved = (n_iter, ku)
+    if not guard.ok():  # accelerators: iterations since the last verdict are unverified
+        return _resume_potential(a, *saved)
+    # the map numerators and denominator, all (..., W, H): K(v * x), K(v * y), K v
+    parts = [conv.to_transposed(v * xs), conv.to_transposed(v * ys[:, None]), conv.to_transposed(v)]
+    guard.watch(*parts)
+    if not guard.ok():
+        return _resume_potential(a, max_iter, v_from)
+    tx, ty, kv = parts
+    return torch.stack([tx / kv, ty / kv], dim=-1).transpose(-2, -3)
+
+
+def _resume_potential(a: Tensor, n_iter: int, ku: Tensor | None) -> tuple[int, Tensor]:
+    return n_iter, (torch.zeros_like(a) if ku is None else safe_log(a) - torch.log(ku))
+
+
+def _maps_log(
+    a: Tensor,
+    conv: SeparableLogConvolution,
+    xs: Tensor,
+    ys: Tensor,
+    g: Tensor,
+    start: int,
+    *,
+    max_iter: int,
+    tol: float,
+    check_every: int,
+) -> Tensor:
+    """Log-domain Sinkhorn iterations ``start .. max_iter - 1`` from ``g``, then the maps."""
+    log_a = safe_log(a)
+    log_mu = torch.full_like(log_a, -math.log(a.shape[-1] * a.shape[-2]))
+    for it in range(start, max_iter):
         f = log_mu - conv(g)
         log_kf = conv(f)
         if (it + 1) % check_every == 0:
-            err = (torch.exp(g + log_kf) - a / a.sum(dim=(-1, -2), keepdim=True)).abs().sum(dim=(-1, -2))
+            err = (torch.exp(g + log_kf) - a).abs().sum(dim=(-1, -2))
             if bool((err <= tol).all()):
                 break
         g = log_a - log_kf
-    ys = axis_coordinates(size[0], units, dtype=cdtype, device=a.device)
-    xs = axis_coordinates(size[1], units, dtype=cdtype, device=a.device)
     log_kv = conv(g)
     tx = torch.exp(conv(g + safe_log(xs)[None, None, :]) - log_kv)
     ty = torch.exp(conv(g + safe_log(ys)[None, :, None]) - log_kv)
-    return torch.stack([tx, ty], dim=-1).to(densities.dtype).reshape(*lead, *size, 2)
+    return torch.stack([tx, ty], dim=-1)
 
 
 def bilinear_splat(points: Tensor, masses: Tensor, size: tuple[int, int]) -> Tensor:
