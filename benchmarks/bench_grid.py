@@ -10,11 +10,17 @@ our solver (100 iterations) and by the BarycenterNet of ``zoo/barycenter_net`` (
 width 32, depth 5; one forward, untrained weights -- the cost does not depend on them), in ms: the
 comparison of the paper (9.2 ms for its network at 512² on a GPU, 589 ms for GeomLoss).
 
+A third table (``--exact``) times the exact small-``reg`` path (``method="log"``, used by ``auto`` when
+``max_d2 / reg > 680``): one application of the log kernel to ``(6, 64, 64)`` and ``(2, 128, 128)``
+potentials by blocks (what the solver uses) vs the plain chunked ``logsumexp`` over the full kernel (the
+previous implementation, and the definition), with the largest difference of the two.
+
 Usage::
 
     python benchmarks/bench_grid.py                # 64², 128², 512² (POT timed on fewer iterations at 512²)
     python benchmarks/bench_grid.py --sizes 512 --iters 50 --threads 1
     python benchmarks/bench_grid.py --no-network   # solver comparison only
+    python benchmarks/bench_grid.py --exact-only   # only the exact small-reg path table
 """
 
 from __future__ import annotations
@@ -62,7 +68,11 @@ def main() -> None:
         "--pot-iters-512", type=int, default=20, help="POT iterations timed at 512² (scaled to --iters)"
     )
     parser.add_argument("--no-network", action="store_true", help="skip the BarycenterNet timing table")
+    parser.add_argument("--exact-only", action="store_true", help="only the exact small-reg path table")
     args = parser.parse_args()
+    if args.exact_only:
+        time_exact_path()
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, POT {ot.__version__}, threads {torch.get_num_threads()}, device cpu")
@@ -99,6 +109,7 @@ def main() -> None:
         print(" | ".join(line))
     if not args.no_network:
         time_network([int(s) for s in args.sizes.split(",")], args.reg, args.iters)
+    time_exact_path()
 
 
 def _synchronised(fn, device: torch.device):
@@ -137,6 +148,27 @@ def time_network(sizes: list[int], reg: float, iters: int) -> None:
                 f"[{device.type} {size}x{size}] solver {1e3 * t_solver:9.1f} ms | "
                 f"network {1e3 * t_net:8.1f} ms -> {t_solver / t_net:6.1f}x"
             )
+
+
+def time_exact_path() -> None:
+    """One exact log-kernel application (both axes): blocks vs plain chunked logsumexp, CPU float64."""
+    from wbaug.grid._gibbs import SeparableLogConvolution
+
+    print("\nexact small-reg path (method='log'), one log-kernel application, float64, pixel units")
+    gen = torch.Generator().manual_seed(0)
+    for lead, size, reg in ((6, 64, 1.0), (6, 64, 4.0), (2, 128, 2.0), (2, 128, 8.0)):
+        x = torch.randn(lead, size, size, generator=gen, dtype=torch.float64) * 50
+        conv = SeparableLogConvolution((size, size), reg, "pixel", "log", dtype=x.dtype, device=x.device)
+        blocks = [b.s if b is not None else 1 for b in conv.blocked]
+        conv(x)  # warm-up
+        t_blocked, out = timed(lambda conv=conv, x=x: conv(x), repeats=3)
+        conv.blocked = [None, None]  # the plain logsumexp over the full kernel
+        t_plain, ref = timed(lambda conv=conv, x=x: conv(x), repeats=3)
+        diff = float((out - ref).abs().max())
+        print(
+            f"[{lead}x{size}x{size} reg={reg:g}px block {blocks[0]}] blocks {1e3 * t_blocked:7.1f} ms | "
+            f"plain {1e3 * t_plain:8.1f} ms -> {t_plain / t_blocked:5.1f}x (max diff {diff:.1e})"
+        )
 
 
 if __name__ == "__main__":

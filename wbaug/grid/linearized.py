@@ -111,7 +111,6 @@ def _maps_scaling(
     v = torch.ones_like(a)
     v_from = None  # the verified K u that v was computed from (None: the initial v = 1)
     saved = (0, None)
-    n_iter = 0
     for it in range(max_iter):
         n_iter = it + 1
         kv_t = conv.to_transposed(v)
