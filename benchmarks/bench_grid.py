@@ -12,8 +12,9 @@ comparison of the paper (9.2 ms for its network at 512² on a GPU, 589 ms for Ge
 
 A third table (``--exact``) times the exact small-``reg`` path (``method="log"``, used by ``auto`` when
 ``max_d2 / reg > 680``): one application of the log kernel to ``(6, 64, 64)`` and ``(2, 128, 128)``
-potentials by blocks (what the solver uses) vs the plain chunked ``logsumexp`` over the full kernel (the
-previous implementation, and the definition), with the largest difference of the two.
+potentials (and one 256² one) by blocks (what the solver uses, the cheaper of the two block kernels of
+``wbaug.grid._blocked``) vs the plain chunked ``logsumexp`` over the full kernel (the previous
+implementation, and the definition), with the largest difference of the two.
 
 Usage::
 
@@ -156,17 +157,17 @@ def time_exact_path() -> None:
 
     print("\nexact small-reg path (method='log'), one log-kernel application, float64, pixel units")
     gen = torch.Generator().manual_seed(0)
-    for lead, size, reg in ((6, 64, 1.0), (6, 64, 4.0), (2, 128, 2.0), (2, 128, 8.0)):
+    for lead, size, reg in ((6, 64, 1.0), (6, 64, 4.0), (2, 128, 2.0), (2, 128, 8.0), (1, 256, 4.0)):
         x = torch.randn(lead, size, size, generator=gen, dtype=torch.float64) * 50
         conv = SeparableLogConvolution((size, size), reg, "pixel", "log", dtype=x.dtype, device=x.device)
-        blocks = [b.s if b is not None else 1 for b in conv.blocked]
+        blocks = [f"{type(b).__name__} s={b.s}" if b is not None else "plain" for b in conv.blocked]
         conv(x)  # warm-up
         t_blocked, out = timed(lambda conv=conv, x=x: conv(x), repeats=3)
         conv.blocked = [None, None]  # the plain logsumexp over the full kernel
         t_plain, ref = timed(lambda conv=conv, x=x: conv(x), repeats=3)
         diff = float((out - ref).abs().max())
         print(
-            f"[{lead}x{size}x{size} reg={reg:g}px block {blocks[0]}] blocks {1e3 * t_blocked:7.1f} ms | "
+            f"[{lead}x{size}x{size} reg={reg:g}px {blocks[0]}] blocks {1e3 * t_blocked:7.1f} ms | "
             f"plain {1e3 * t_plain:8.1f} ms -> {t_plain / t_blocked:5.1f}x (max diff {diff:.1e})"
         )
 

@@ -1,5 +1,6 @@
-"""The blocked exact log-kernel (``wbaug.grid._blocked``), used by ``method="log"`` for small ``reg``,
-against a direct ``torch.logsumexp`` over the full kernel (the definition), -inf entries included."""
+"""The blocked exact log-kernels (``wbaug.grid._blocked``: per-pair blocks and the quadratic/linear
+split), used by ``method="log"`` for small ``reg``, against a direct ``torch.logsumexp`` over the full
+kernel (the definition), -inf entries included."""
 
 import math
 
@@ -11,8 +12,16 @@ from torch.testing import assert_close
 
 import wbaug.grid._gibbs as gibbs
 from wbaug.grid import convolutional_barycenter, heatmap_barycenter
-from wbaug.grid._blocked import BLOCK_RANGE, BlockedLogKernel, block_spread, choose_block
-from wbaug.grid._gibbs import log_kernel_1d
+from wbaug.grid._blocked import (
+    BLOCK_RANGE,
+    BlockedLogKernel,
+    SplitBlockedLogKernel,
+    block_spread,
+    choose_block,
+    exact_log_kernel,
+    split_block,
+)
+from wbaug.grid._gibbs import axis_coordinates, log_kernel_1d
 
 CPU = torch.device("cpu")
 
@@ -30,6 +39,16 @@ def random_potentials(seed: int, lead: int, n: int, cols: int, scale: float, hol
     return x.masked_fill(torch.rand(x.shape, generator=g, dtype=torch.float64) < holes, -math.inf)
 
 
+def make_kernel(kind: str, n: int, reg: float, dtype: torch.dtype, units: str = "pixel"):
+    lk = log_kernel_1d(n, reg, units, dtype=dtype, device=CPU)
+    if kind == "pairs":
+        return BlockedLogKernel(lk, choose_block(lk, BLOCK_RANGE[dtype]))
+    coords = axis_coordinates(n, units, dtype=dtype, device=CPU)
+    h = float(coords[1] - coords[0]) if n > 1 else 0.0
+    return SplitBlockedLogKernel(coords, reg, split_block(n, h, reg, BLOCK_RANGE[dtype]))
+
+
+@pytest.mark.parametrize("kind", ["pairs", "split"])
 @given(
     seed=st.integers(0, 2**31 - 1),
     n=st.integers(1, 70),
@@ -39,25 +58,37 @@ def random_potentials(seed: int, lead: int, n: int, cols: int, scale: float, hol
     holes=st.sampled_from([0.0, 0.5, 0.95, 1.0]),
 )
 @settings(max_examples=60, deadline=None)
-def test_blocked_equals_logsumexp_float64(seed, n, cols, reg, scale, holes):
+def test_blocked_equals_logsumexp_float64(kind, seed, n, cols, reg, scale, holes):
     """Same -inf pattern and the same finite values to 1e-10 (log values up to ~1e4 in magnitude)."""
     lk = log_kernel_1d(n, reg, "pixel", dtype=torch.float64, device=CPU)
-    block = choose_block(lk, BLOCK_RANGE[torch.float64])
     x = random_potentials(seed, 2, n, cols, scale, holes)
-    out, ref = BlockedLogKernel(lk, block)(x), reference(lk, x)
+    out, ref = make_kernel(kind, n, reg, torch.float64)(x), reference(lk, x)
     finite = torch.isfinite(ref)
     assert torch.equal(torch.isfinite(out), finite)
     assert_close(out[finite], ref[finite], atol=1e-10, rtol=1e-13)
 
 
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 60), reg=st.floats(1e-4, 1e-1))
+@settings(max_examples=30, deadline=None)
+def test_split_blocks_normalized_units(seed, n, reg):
+    """The split kernel in POT's normalised units (spacing 1 / (n - 1)) against the definition."""
+    lk = log_kernel_1d(n, reg, "normalized", dtype=torch.float64, device=CPU)
+    x = random_potentials(seed, 1, n, 4, 100.0, 0.3)
+    out = make_kernel("split", n, reg, torch.float64, units="normalized")(x)
+    ref = reference(lk, x)
+    finite = torch.isfinite(ref)
+    assert torch.equal(torch.isfinite(out), finite)
+    assert_close(out[finite], ref[finite], atol=1e-9, rtol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["pairs", "split"])
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 50), reg=st.floats(0.5, 30.0))
 @settings(max_examples=30, deadline=None)
-def test_blocked_float32(seed, n, reg):
+def test_blocked_float32(kind, seed, n, reg):
     """float32 blocks (spread <= 60): float32 accuracy against the float64 definition."""
     lk64 = log_kernel_1d(n, reg, "pixel", dtype=torch.float64, device=CPU)
-    lk = lk64.float()
     x = random_potentials(seed, 2, n, 5, 30.0, 0.3)
-    out = BlockedLogKernel(lk, choose_block(lk, BLOCK_RANGE[torch.float32]))(x.float())
+    out = make_kernel(kind, n, reg, torch.float32)(x.float())
     ref = reference(lk64, x)
     finite = torch.isfinite(ref)
     assert torch.equal(torch.isfinite(out), finite)
@@ -74,28 +105,54 @@ def test_choose_block_is_the_largest_safe_block(n, reg, limit):
         assert block_spread(lk, s + 1) > limit
 
 
+@given(n=st.integers(2, 300), reg=st.floats(0.05, 100.0), limit=st.sampled_from([60.0, 600.0]))
+@settings(max_examples=40, deadline=None)
+def test_split_block_is_the_largest_safe_block(n, reg, limit):
+    """``Q``'s spread ``((s - 1) h)^2 / reg`` is within the limit, and one more row would exceed it."""
+    s = split_block(n, 1.0, reg, limit)
+    assert 1 <= s <= n and (s - 1) ** 2 / reg <= limit
+    if s < n:
+        assert s**2 / reg > limit
+
+
 def test_spread_limit_is_what_makes_it_exact():
     """One finite potential at the far end of a 64-pixel axis, reg = 1 px: the true values are finite
-    (down to -3969). With the chosen blocks they are exact; with one block for the whole axis (spread
-    3969 > 600) the kernel factors underflow and rows come out -inf."""
+    (down to -3969). With the chosen blocks both kernels are exact; with one block for the whole axis
+    (spread 3969 > 600) the kernel factors underflow and rows come out -inf."""
     lk = log_kernel_1d(64, 1.0, "pixel", dtype=torch.float64, device=CPU)
     x = torch.full((1, 64, 1), -math.inf, dtype=torch.float64)
     x[0, 63, 0] = 0.0
     ref = reference(lk, x)
     assert torch.isfinite(ref).all() and float(ref.min()) < -3900
-    assert_close(BlockedLogKernel(lk, choose_block(lk, 600.0))(x), ref, atol=1e-10, rtol=0)
+    for kind in ("pairs", "split"):
+        assert_close(make_kernel(kind, 64, 1.0, torch.float64)(x), ref, atol=1e-10, rtol=0)
     assert not torch.isfinite(BlockedLogKernel(lk, 64)(x)).all()
+    coords = axis_coordinates(64, "pixel", dtype=torch.float64, device=CPU)
+    assert not torch.isfinite(SplitBlockedLogKernel(coords, 1.0, 64)(x)).all()
+
+
+@pytest.mark.parametrize(
+    ("n", "reg", "expected"),
+    [(64, 4.0, BlockedLogKernel), (512, 4.0, SplitBlockedLogKernel), (64, 1.0, SplitBlockedLogKernel)],
+)
+def test_exact_log_kernel_picks_the_cheaper(n, reg, expected):
+    """The cost model's picks where the measured times differ most (``bench_grid.py --exact-only``)."""
+    lk = log_kernel_1d(n, reg, "pixel", dtype=torch.float64, device=CPU)
+    coords = axis_coordinates(n, "pixel", dtype=torch.float64, device=CPU)
+    assert isinstance(exact_log_kernel(lk, coords, reg, 600.0), expected)
+    tiny = log_kernel_1d(n, 1e-3, "pixel", dtype=torch.float64, device=CPU)
+    assert exact_log_kernel(tiny, coords, 1e-3, 600.0) is None  # no block of two fits: plain logsumexp
 
 
 @pytest.mark.parametrize("reg", [1.0, 4.0])
 def test_small_reg_barycenter_blocked_equals_plain(reg, monkeypatch):
-    """End to end at reg = 1 and 4 px on 40x40 (max_d2/reg = 1521 and 380 -> forced log path): the
-    blocked evaluation gives the plain-logsumexp barycenter to 1e-12."""
+    """End to end at reg = 1 and 4 px on 40x40 (forced log path): the blocked evaluation gives the
+    plain-logsumexp barycenter to 1e-12."""
     g = torch.Generator().manual_seed(3)
     pts = torch.rand(1, 2, 12, 2, generator=g, dtype=torch.float64) * 39
     kwargs = {"size": 40, "sigma": 1.0, "reg": reg, "method": "log", "max_iter": 40, "tol": 0.0}
     blocked = heatmap_barycenter(pts, **kwargs)
-    monkeypatch.setattr(gibbs, "choose_block", lambda lk, limit: 1)
+    monkeypatch.setattr(gibbs, "exact_log_kernel", lambda *args: None)
     plain = heatmap_barycenter(pts, **kwargs)
     assert_close(blocked, plain, atol=1e-12, rtol=0)
 

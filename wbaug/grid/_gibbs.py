@@ -25,8 +25,8 @@ and two for ``log(K exp(X))`` in the log domain:
 * ``"log"`` -- exact for any ``reg``; used automatically when ``reg`` is too small for the shifted
   products. The kernel is cut into blocks within which it spreads by at most 600 e-folds (60 in float32),
   each applied by a shifted matrix product and combined with per-block shifts
-  (:mod:`wbaug.grid._blocked`): ``nb^2`` instead of ``n^2`` exponentials per column. Where even blocks of
-  two spread too much (tiny ``reg``), a plain chunked ``logsumexp``.
+  (:mod:`wbaug.grid._blocked`, two variants, the cheaper one per axis): ``O(n nb)`` instead of ``n^2``
+  exponentials per column. Where no block of two fits (tiny ``reg``), a plain chunked ``logsumexp``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from wbaug.grid._blocked import BLOCK_RANGE, BlockedLogKernel, choose_block
+from wbaug.grid._blocked import BLOCK_RANGE, BlockedLogKernel, SplitBlockedLogKernel, exact_log_kernel
 
 Units = Literal["normalized", "pixel"]
 Method = Literal["auto", "scaling", "kernel", "log"]
@@ -207,13 +207,13 @@ class SeparableLogConvolution:
         self.dtype = dtype
         self.log_kernels = [log_kernel_1d(n, reg, units, dtype=dtype, device=device) for n in size]
         self.kernels = [lk.exp() for lk in self.log_kernels] if method == "kernel" else None
-        # "log": blocks of the kernel applied by matrix products where blocks of two or more fit
-        # (wbaug.grid._blocked), the plain chunked logsumexp otherwise.
-        self.blocked: list[BlockedLogKernel | None] = [None, None]
+        # "log": blocks of the kernel applied by matrix products (wbaug.grid._blocked) where that is
+        # cheaper than the plain chunked logsumexp.
+        self.blocked: list[BlockedLogKernel | SplitBlockedLogKernel | None] = [None, None]
         if method == "log" and dtype in BLOCK_RANGE:
-            for axis, lk in enumerate(self.log_kernels):
-                block = choose_block(lk, BLOCK_RANGE[dtype])
-                self.blocked[axis] = BlockedLogKernel(lk, block) if block >= 2 else None
+            for axis, (n, lk) in enumerate(zip(size, self.log_kernels)):
+                coords = axis_coordinates(n, units, dtype=dtype, device=device)
+                self.blocked[axis] = exact_log_kernel(lk, coords, reg, BLOCK_RANGE[dtype])
 
     def _axis_kernel(self, x: Tensor, axis: int) -> Tensor:
         # log(K @ exp(x)) along dim -2, with a per-column shift so the exponentials stay in range.
