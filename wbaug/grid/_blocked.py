@@ -20,6 +20,11 @@ numbers), and the row's true largest term is at least ``e^{M_I - R}``: the maxim
 underflows (below ``e^{-708}``, resp. ``e^{-87}``) is therefore at most ``e^{-108}`` (resp. ``e^{-27}``)
 of the row's largest term: below the dtype's rounding. ``exp`` is evaluated ``nb^2`` times per column
 instead of ``n^2``.
+
+The farthest block pair spreads the most, so :class:`BlockedLogKernel`'s blocks shrink as the grid
+grows; :class:`SplitBlockedLogKernel` moves the distance-dependent (linear) part of the exponent into
+the shifts and keeps blocks as large as the blur allows on any grid. :func:`exact_log_kernel` picks the
+cheaper of the two (or the plain log-sum-exp) per axis.
 """
 
 from __future__ import annotations
