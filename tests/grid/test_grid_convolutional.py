@@ -238,3 +238,17 @@ def test_scaling_falls_back_on_overflow(debiased, monkeypatch):
     unguarded, info = fn(a[None], w, method="scaling", return_info=True, **kwargs)
     assert info["method"] == "scaling"
     assert not torch.isfinite(unguarded).all()
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_scaling_domain_non_square_grid(debiased):
+    """17 x 29 grid (the transposed-layout products swap the axis kernels): scaling = log domain."""
+    g = torch.Generator().manual_seed(5)
+    dens = torch.rand(2, 3, 17, 29, generator=g, dtype=torch.float64) ** 3
+    w = torch.rand(2, 3, generator=g, dtype=torch.float64)
+    fn = debiased_barycenter if debiased else convolutional_barycenter
+    bar, info = fn(dens, w, reg=1e-2, max_iter=40, tol=0.0, return_info=True)
+    ref = fn(dens, w, reg=1e-2, max_iter=40, tol=0.0, method="log")
+    assert info["method"] == "scaling"
+    assert_close(bar, ref, atol=1e-12, rtol=0)
+    assert worst_relative_error(bar, ref) < 1e-10

@@ -96,6 +96,16 @@ def test_transport_maps_scaling_equals_log_domain(seed, size, exponent, zero_fra
     assert_close(fast, ref, atol=1e-9, rtol=0)
 
 
+def test_transport_maps_scaling_non_square():
+    """17 x 29 grid: the transposed-layout map products keep x and y apart (scaling = log domain)."""
+    g = torch.Generator().manual_seed(0)
+    dens = torch.rand(3, 17, 29, generator=g, dtype=torch.float64) ** 3
+    fast = transport_maps_from_uniform(dens, reg=3.0, max_iter=50, tol=0.0, method="scaling")
+    ref = transport_maps_from_uniform(dens, reg=3.0, max_iter=50, tol=0.0, method="kernel")
+    assert fast.shape == (3, 17, 29, 2)
+    assert_close(fast, ref, atol=1e-9, rtol=0)
+
+
 @pytest.mark.parametrize(("n", "exponent"), [(16, 380), (32, 360), (32, 600)])
 def test_transport_maps_hand_over(n, exponent, monkeypatch):
     """Tiny corner supports at small ``reg``: the scalings leave the safe range after some iterations
