@@ -90,29 +90,15 @@ class BlockedLogKernel:
         self.factors = torch.exp(blocks - self.shift[..., None, None])  # E_IJ, (nb, nb, s, s)
 
     def __call__(self, x: Tensor) -> Tensor:
-        n, s, nb = self.n, self.s, self.nb
-        lead, cols = x.shape[:-2], x.shape[-1]
-        flat = x.reshape(-1, n, cols)
-        padded = torch.nn.functional.pad(flat, (0, 0, 0, nb * s - n), value=-math.inf)
-        xb = padded.reshape(flat.shape[0], nb, s, cols)
-        out = torch.empty(flat.shape[0], nb, s, cols, dtype=x.dtype, device=x.device)
-        step = max(1, _CHUNK_ELEMENTS // max(1, flat.shape[0] * nb * nb * s))
-        for start in range(0, cols, step):
-            out[..., start : start + step] = self._apply(xb[..., start : start + step])
-        return out.reshape(flat.shape[0], nb * s, cols)[:, :n].reshape(*lead, n, cols)
+        return _by_column_chunks(x, self.s, self.nb, 1, self._apply)
 
     def _apply(self, xb: Tensor) -> Tensor:
         # xb: (L, nb_J, s, c) -> (L, nb_I, s, c)
         m = xb.amax(dim=-2)  # m_J(l): (L, nb_J, c)
-        m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        inner = torch.exp(xb - m_safe[:, :, None])  # X_J, zeros where x = -inf
+        inner = torch.exp(xb - _finite_or_zero(m)[:, :, None])  # X_J, zeros where x = -inf
         y = torch.matmul(self.factors, inner[:, None])  # (L, nb_I, nb_J, s, c)
-        a = self.shift[None, :, :, None] + m[:, None]  # c_IJ + m_J(l): (L, nb_I, nb_J, c)
-        top = a.amax(dim=2, keepdim=True)  # M_I(l)
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        weights = torch.exp(a - top)  # (L, nb_I, nb_J, c)
-        total = (weights[:, :, :, None] * y).sum(dim=2)  # (L, nb_I, s, c)
-        return torch.log(total) + top  # top (L, nb_I, 1, c) broadcasts over the block's rows
+        a = self.shift[None, :, :, None, None] + m[:, None, :, None]  # c_IJ + m_J(l): (L, I, J, 1, c)
+        return _combine(a, y)
 
 
 class SplitBlockedLogKernel:
@@ -157,28 +143,45 @@ class SplitBlockedLogKernel:
         self.factors = q.to(coords.dtype)  # exp(Q), (s, s)
 
     def __call__(self, x: Tensor) -> Tensor:
-        n, s, nb = self.n, self.s, self.nb
-        lead, cols = x.shape[:-2], x.shape[-1]
-        flat = x.reshape(-1, n, cols)
-        padded = torch.nn.functional.pad(flat, (0, 0, 0, nb * s - n), value=-math.inf)
-        xb = padded.reshape(flat.shape[0], nb, s, cols)
-        out = torch.empty(flat.shape[0], nb, s, cols, dtype=x.dtype, device=x.device)
-        step = max(1, _CHUNK_ELEMENTS // max(1, 2 * flat.shape[0] * nb * nb * s))
-        for start in range(0, cols, step):
-            out[..., start : start + step] = self._apply(xb[..., start : start + step])
-        return out.reshape(flat.shape[0], nb * s, cols)[:, :n].reshape(*lead, n, cols)
+        # z and the products hold about twice the pair blocks' elements per column
+        return _by_column_chunks(x, self.s, self.nb, 2, self._apply)
 
     def _apply(self, xb: Tensor) -> Tensor:
         # xb: (L, nb_J, s, c) -> (L, nb_I, s, c)
         z = self.col[None, :, :, :, None] + xb[:, None]  # q_IJ(beta) + x: (L, I, J, s_beta, c)
         m = z.amax(dim=3)  # (L, I, J, c)
-        m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        y = torch.matmul(self.factors, torch.exp(z - m_safe[:, :, :, None]))  # (L, I, J, s_alpha, c)
+        y = torch.matmul(self.factors, torch.exp(z - _finite_or_zero(m)[:, :, :, None]))  # (L, I, J, s, c)
         a = (self.const[..., None] + self.row)[None, ..., None] + m[:, :, :, None]  # (L, I, J, s, c)
-        top = a.amax(dim=2, keepdim=True)
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        total = (torch.exp(a - top) * y).sum(dim=2)  # (L, I, s, c)
-        return torch.log(total) + top[:, :, 0]
+        return _combine(a, y)
+
+
+def _finite_or_zero(t: Tensor) -> Tensor:
+    """Shifts that are ``-inf`` (all-``-inf`` input) become 0, so ``x - shift`` stays ``-inf``, not NaN."""
+    return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
+
+
+def _combine(a: Tensor, y: Tensor) -> Tensor:
+    """``log sum_J exp(a_IJ) y_IJ`` over dim 2, shifted by ``max_J a``.
+
+    ``a``: ``(L, I, J, s or 1, c)``, ``y``: ``(L, I, J, s, c)`` -> ``(L, I, s, c)``.
+    """
+    top = _finite_or_zero(a.amax(dim=2, keepdim=True))
+    total = (torch.exp(a - top) * y).sum(dim=2)
+    return torch.log(total) + top[:, :, 0]
+
+
+def _by_column_chunks(x: Tensor, s: int, nb: int, factor: int, apply) -> Tensor:
+    """Pad ``x (..., n, cols)`` to ``nb * s`` rows with ``-inf``, view it as ``(L, nb, s, cols)``, run
+    ``apply`` on column chunks of at most ``_CHUNK_ELEMENTS / (factor L nb^2 s)`` columns, crop back."""
+    n, cols = x.shape[-2], x.shape[-1]
+    flat = x.reshape(-1, n, cols)
+    padded = torch.nn.functional.pad(flat, (0, 0, 0, nb * s - n), value=-math.inf)
+    xb = padded.reshape(flat.shape[0], nb, s, cols)
+    out = torch.empty_like(xb)
+    step = max(1, _CHUNK_ELEMENTS // max(1, factor * flat.shape[0] * nb * nb * s))
+    for start in range(0, cols, step):
+        out[..., start : start + step] = apply(xb[..., start : start + step])
+    return out.reshape(flat.shape[0], nb * s, cols)[:, :n].reshape(x.shape)
 
 
 def split_block(n: int, h: float, reg: float, limit: float) -> int:

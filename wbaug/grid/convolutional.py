@@ -69,18 +69,15 @@ def solve_grid_barycenter(
         "debias_steps": debias_steps,
     }
 
-    start, g, log_c = 0, torch.zeros_like(a_unit), (torch.zeros_like(a_unit[:, 0]) if debiased else None)
-    scaling_iters = 0
+    resume = _Resume(0, None, None, torch.ones_like(a_unit[:, 0]) if debiased else None)
     if try_scaling_first(size, reg, units, cdtype, method):
         conv = SeparableConvolution(size, reg, units, dtype=cdtype, device=a.device)
         outcome = _scaling_iterations(a_unit, w, conv, **settings)
         if isinstance(outcome, _Finished):
             return _result(outcome, out_mass, in_dtype, "scaling", cdtype, outcome.n_iter)
-        scaling_iters = start = outcome.n_iter
-        if outcome.ku is not None:
-            g = outcome.log_bar[:, None] - torch.log(outcome.ku)
-        if outcome.c is not None:
-            log_c = torch.log(outcome.c)
+        resume = outcome
+    start, scaling_iters = resume.n_iter, resume.n_iter
+    g, log_c = resume.potentials(a_unit)
     log_conv = SeparableLogConvolution(size, reg, units, resolved, dtype=cdtype, device=a.device)
     finished = _log_iterations(safe_log(a_unit), w, log_conv, g, log_c, start, **settings)
     return _result(finished, out_mass, in_dtype, resolved, cdtype, scaling_iters)
@@ -103,6 +100,11 @@ class _Resume(NamedTuple):
     log_bar: Tensor | None  # (B, H, W) of iteration n_iter; None before the first
     ku: Tensor | None  # (B, K, H, W)
     c: Tensor | None  # (B, H, W) debiasing scaling, in the safe range
+
+    def potentials(self, like: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(g, log_c)`` for the log domain; ``g = 0`` (shaped ``like``) before the first iteration."""
+        g = torch.zeros_like(like) if self.ku is None else self.log_bar[:, None] - torch.log(self.ku)
+        return g, (None if self.c is None else torch.log(self.c))
 
 
 def _result(

@@ -75,7 +75,7 @@ def transport_maps_from_uniform(
     ys = axis_coordinates(size[0], units, dtype=cdtype, device=a.device)
     xs = axis_coordinates(size[1], units, dtype=cdtype, device=a.device)
     settings = {"max_iter": max_iter, "tol": tol, "check_every": check_every}
-    start, g = 0, torch.zeros_like(a_unit)
+    start, g = 0, None
     if try_scaling_first(size, reg, units, cdtype, method):
         conv = SeparableConvolution(size, reg, units, dtype=cdtype, device=a.device)
         outcome = _maps_scaling(a_unit, conv, xs, ys, **settings)
@@ -102,8 +102,8 @@ def _maps_scaling(
     ``u = mu / K v``, ``v = a / K u``; maps ``T = K(v * coord) / K v``. Same range guard as the barycenter
     solver (:class:`~wbaug.grid._gibbs.RangeGuard` on ``K v``, ``K u`` and the map numerators). Returns the
     ``(B, H, W, 2)`` maps, or ``(iterations done, g)`` to resume in the log domain, with the potential
-    ``g = log a - log K u`` rebuilt from the last verified ``K u`` (``max_iter`` iterations done when the
-    hand-over happens at the map stage).
+    ``g = log a - log K u`` rebuilt from the last verified ``K u`` (``None`` before the first iteration;
+    ``max_iter`` iterations done when the hand-over happens at the map stage).
     """
     guard = RangeGuard(a.dtype, a.device)
     mu = 1.0 / (a.shape[-1] * a.shape[-2])
@@ -134,8 +134,8 @@ def _maps_scaling(
     return torch.stack([tx / kv, ty / kv], dim=-1).transpose(-2, -3)
 
 
-def _resume_potential(a: Tensor, n_iter: int, ku: Tensor | None) -> tuple[int, Tensor]:
-    return n_iter, (torch.zeros_like(a) if ku is None else safe_log(a) - torch.log(ku))
+def _resume_potential(a: Tensor, n_iter: int, ku: Tensor | None) -> tuple[int, Tensor | None]:
+    return n_iter, (None if ku is None else safe_log(a) - torch.log(ku))
 
 
 def _maps_log(
@@ -143,15 +143,16 @@ def _maps_log(
     conv: SeparableLogConvolution,
     xs: Tensor,
     ys: Tensor,
-    g: Tensor,
+    g: Tensor | None,
     start: int,
     *,
     max_iter: int,
     tol: float,
     check_every: int,
 ) -> Tensor:
-    """Log-domain Sinkhorn iterations ``start .. max_iter - 1`` from ``g``, then the maps."""
+    """Log-domain Sinkhorn iterations ``start .. max_iter - 1`` from ``g`` (``None``: 0), then the maps."""
     log_a = safe_log(a)
+    g = torch.zeros_like(a) if g is None else g
     log_mu = torch.full_like(log_a, -math.log(a.shape[-1] * a.shape[-2]))
     for it in range(start, max_iter):
         f = log_mu - conv(g)
