@@ -19,7 +19,7 @@ from wbaug.datasets import SyntheticFaces, synthetic_contours, synthetic_faces
 from wbaug.losses import BarycenterRegularizer, EquivariantLandmarkLoss, GeometricRegularizer
 from wbaug.ot import free_support_barycenter, pairwise_wasserstein, wasserstein_distance
 from wbaug.sampling import WassersteinBarycentricSampler
-from wbaug.transforms import LandmarkHorizontalFlip, MultiViewTransform, RandomBarycentricLandmarks
+from wbaug.transforms import LandmarkHorizontalFlip, MultiViewTransform, RandomBarycentricWarp
 
 __version__ = "0.1.0"
 
@@ -29,7 +29,7 @@ __all__ = [
     "GeometricRegularizer",
     "LandmarkHorizontalFlip",
     "MultiViewTransform",
-    "RandomBarycentricLandmarks",
+    "RandomBarycentricWarp",
     "SyntheticFaces",
     "WassersteinBarycentricSampler",
     "__version__",

@@ -150,7 +150,7 @@ def test_fit_resample_and_ragged_ot_mode():
         torch.randn(int(n), 2, generator=g, dtype=torch.float64)
         for n in torch.randint(4, 8, (12,), generator=g)
     ]
-    s = WassersteinBarycentricSampler(3).fit(clouds)
+    s = WassersteinBarycentricSampler(3, correspondence="ot").fit(clouds)
     samples = s.sample(6, generator=torch.Generator().manual_seed(0))
     assert isinstance(samples, list) and len(samples) == 6
     sizes = {c.shape[0] for c in clouds}
@@ -175,8 +175,8 @@ def test_distances_match_pot_where_evaluated_and_brute_force_graph():
 def test_nearest_is_exact_and_sample_around_contains_query():
     """nearest() equals the brute-force W2 argmin (POT); sample_around of a fitted set is a barycenter of a
     clique
-    containing it (index mode: exactly sum lambda X with the query in its slot)."""
-    s = _fitted("index")
+    containing it (index mode, frame="fitted": exactly sum lambda X with the query in its slot)."""
+    s = WassersteinBarycentricSampler(4, correspondence="index", frame="fitted").fit(_faces(30))
     x = s.landmarks_
     q = x[:4] + 0.3
     idx, dist = s.nearest(q)
@@ -283,7 +283,7 @@ def test_bad_fit_and_sample_inputs():
         s.fit(x[:1])
     with pytest.raises(ValueError, match="k_neighbors"):
         WassersteinBarycentricSampler(10).fit(x)
-    with pytest.raises(ValueError, match="correspondence='index'"):
+    with pytest.raises(ValueError, match="different sizes need correspondence='ot'"):
         s.fit([x[0], x[1], x[2][:5], x[3]])
     with pytest.raises(TypeError, match="landmarks"):
         s.fit("faces.npy")

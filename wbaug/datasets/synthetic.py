@@ -8,21 +8,19 @@ from typing import Any
 import torch
 
 from wbaug._checks import check_generator
+from wbaug._random import mix_seed
 from wbaug.datasets.base import LandmarkDataset, landmark_box
 from wbaug.datasets.render import render_faces
 from wbaug.datasets.synthetic_faces import synthetic_faces
 
 __all__ = ["SyntheticFaces", "sample_seed"]
 
-_MASK64 = (1 << 64) - 1
 
 
 def sample_seed(seed: int, index: int) -> int:
-    """A well-mixed 63-bit seed for sample ``index`` of a dataset seeded with ``seed`` (splitmix64)."""
-    z = (int(seed) * 0x9E3779B97F4A7C15 + int(index) + 0x632BE59BD9B4E019) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return (z ^ (z >> 31)) >> 1
+    """A well-mixed 63-bit seed for sample ``index`` of a dataset seeded with ``seed``
+    (:func:`wbaug._random.mix_seed`, the package's one mixing rule)."""
+    return mix_seed(seed, index)
 
 
 class SyntheticFaces(LandmarkDataset):

@@ -16,13 +16,43 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["clique_barycenters", "index_barycenters", "ot_barycenters", "ragged_ot_barycenters"]
+__all__ = [
+    "clique_barycenters",
+    "index_barycenters",
+    "masked_index_barycenters",
+    "ot_barycenters",
+    "ragged_ot_barycenters",
+]
 
 
 def index_barycenters(vertices: Tensor, weights: Tensor) -> Tensor:
     """``(B, N, D)`` = ``sum_s weights[b, s] * vertices[b, s]`` for ``vertices (B, S, N, D)`` and
     ``weights (B, S)`` (padding entries carry weight 0)."""
     return torch.einsum("bs,bsnd->bnd", weights.to(vertices.dtype), vertices)
+
+
+def masked_index_barycenters(vertices: Tensor, weights: Tensor, visibility: Tensor) -> tuple[Tensor, Tensor]:
+    r"""``"index"`` barycenters over visible points only: point ``n`` minimises
+    :math:`\sum_s \lambda_s v_{s,n} \lVert y_n - x_{s,n}\rVert^2`, so
+    :math:`y_n = \sum_s \lambda_s v_{s,n} x_{s,n} / \sum_s \lambda_s v_{s,n}`.
+
+    Args:
+        vertices: ``(B, S, N, D)`` (values at invisible points are ignored, even NaN).
+        weights: ``(B, S)`` (0 on padding).
+        visibility: ``(B, S, N)`` bool.
+
+    Returns:
+        ``(B, N, D)`` barycenters (NaN where no vertex of weight > 0 sees the point) and their ``(B, N)``
+        visibility.
+    """
+    pw = weights.to(vertices.dtype)[..., None] * visibility.to(vertices.dtype)
+    total = pw.sum(1)
+    seen = visibility[..., None].to(vertices.device)
+    num = torch.einsum("bsn,bsnd->bnd", pw, torch.where(seen, vertices, torch.zeros_like(vertices)))
+    visible = total > 0
+    out = torch.where(visible[..., None], num / total.clamp_min(torch.finfo(total.dtype).tiny)[..., None],
+                      torch.full_like(num, float("nan")))
+    return out, visible
 
 
 def ot_barycenters(

@@ -1,16 +1,17 @@
 """``torch.utils.data`` datasets of sampled landmark sets: the unpaired "landmarks domain" that a CycleGAN
 (paper §3, Algorithm 1) trains on.
 
-Seeding (worker-aware, never touches the global RNG state):
+Seeding (the package's rule, :mod:`wbaug._random`; the global RNG is never seeded):
 
 * :class:`BarycentricLandmarksDataset` (map-style): item ``i`` is drawn with a private generator seeded
-  by ``mix(seed, epoch, i)``, so it is the same whatever the number of DataLoader workers, the batch size
-  or the shuffling; :meth:`~BarycentricLandmarksDataset.set_epoch` changes the draw per epoch.
-* :class:`BarycentricLandmarksIterableDataset`: each worker streams its own share. Its generator is
-  seeded from ``torch.utils.data.get_worker_info().seed`` (``base_seed + worker_id``; the base seed is
-  drawn by the DataLoader from its ``generator=``, so ``DataLoader(..., generator=g)`` makes every run
-  reproducible and every worker distinct) when ``seed=None``, or from ``mix(seed, epoch, worker_id)``
-  when a seed is given. In the main process (``num_workers=0``) ``seed=None`` uses ``torch.initial_seed()``.
+  by ``mix_seed(seed, epoch, i)``, so it is the same whatever the number of DataLoader workers, the batch
+  size or the shuffling; :meth:`~BarycentricLandmarksDataset.set_epoch` changes the draw per epoch.
+* :class:`BarycentricLandmarksIterableDataset`: each worker streams its own share, from
+  ``mix_seed(seed, epoch, worker_id)`` when a seed is given. With ``seed=None`` the stream's seed is drawn
+  from torch's global RNG when iteration starts: in a DataLoader worker that RNG is seeded with
+  ``base_seed + worker_id`` (the base seed drawn from the DataLoader's ``generator=``), so
+  ``DataLoader(..., generator=g)`` makes every run reproducible and every worker distinct; in the main
+  process ``torch.manual_seed`` does.
 """
 
 from __future__ import annotations
@@ -21,25 +22,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from wbaug._random import mix_seed
 from wbaug.sampling._validation import check_nonnegative_int
 
-__all__ = ["BarycentricLandmarksDataset", "BarycentricLandmarksIterableDataset", "mix_seed"]
-
-_MASK = (1 << 64) - 1
-
-
-def mix_seed(*values: int) -> int:
-    """Deterministic 63-bit seed from integers (SplitMix64 finaliser chained over the values)."""
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = (h ^ (int(v) & _MASK)) & _MASK
-        h = (h + 0x9E3779B97F4A7C15) & _MASK
-        z = h
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-        h = z ^ (z >> 31)
-    return h >> 1
-
+__all__ = ["BarycentricLandmarksDataset", "BarycentricLandmarksIterableDataset"]
 
 def _check_sampler(sampler) -> None:
     if not getattr(sampler, "is_fitted", False):
@@ -98,7 +84,7 @@ class BarycentricLandmarksIterableDataset(IterableDataset):
         sampler: a fitted sampler.
         num_samples: total items per epoch over all workers (``None``: endless).
         batch_size: barycenters computed per call of ``sampler.sample``.
-        seed: ``None`` (seed from the DataLoader worker info / ``torch.initial_seed()``) or a base seed.
+        seed: ``None`` (a seed drawn from torch's global RNG when iteration starts) or a base seed.
 
     Example:
         >>> ds = BarycentricLandmarksIterableDataset(sampler, 7000)  # doctest: +SKIP
@@ -130,7 +116,8 @@ class BarycentricLandmarksIterableDataset(IterableDataset):
         wid, nworkers = (0, 1) if info is None else (info.id, info.num_workers)
         if self.seed is not None:
             return mix_seed(self.seed, self.epoch, wid), wid, nworkers
-        base = torch.initial_seed() if info is None else info.seed
+        # torch's global RNG (seeded per worker by the DataLoader, by torch.manual_seed in the main process)
+        base = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         return mix_seed(base, self.epoch), wid, nworkers
 
     def __iter__(self) -> Iterator[Tensor]:

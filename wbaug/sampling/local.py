@@ -9,8 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wbaug.sampling._validation import as_clouds, check_generator
-from wbaug.sampling.dirichlet import sample_dirichlet
+from wbaug._random import generator_device
+from wbaug.landmarks.geometry import apply_transform, estimate_similarity, invert_transform
+from wbaug.sampling._validation import Clouds, as_clouds, check_generator
+from wbaug.sampling.barycenters import index_barycenters, masked_index_barycenters, ot_barycenters
+from wbaug.sampling.dirichlet import log_gamma_variates
 
 __all__ = ["LocalSamplingMixin"]
 
@@ -128,15 +131,55 @@ class LocalSamplingMixin:
         return result, info
 
     # ------------------------------------------------------------------ around a given sample
-    def nearest(self, landmarks: Tensor) -> tuple[Tensor, Tensor]:
-        """Exact W2-nearest fitted landmark set of each ``(B, N, D)`` query: indices ``(B,)``, distances
-        ``(B,)``."""
+    def _visible_clouds(self) -> Clouds:
+        """The fitted clouds as the W2 graph saw them (visible points only after a masked fit)."""
+        vis = getattr(self, "visibility_", None)
+        if vis is None or not isinstance(self.landmarks_, Tensor):
+            return self.landmarks_
+        return [x[v] for x, v in zip(self.landmarks_, vis.to(self.landmarks_.device))]
+
+    def nearest(self, landmarks: Clouds) -> tuple[Tensor, Tensor]:
+        """Exact W2-nearest fitted landmark set of each query ``(B, N, D)`` (or list of ``(N_b, D)``):
+        indices ``(B,)``, distances ``(B,)``."""
         self._check_fitted()
         from wbaug.sampling.nearest import W2NearestNeighbor
 
         if self._nn is None:
-            self._nn = W2NearestNeighbor(self.landmarks_)
+            self._nn = W2NearestNeighbor(self._visible_clouds())
         return self._nn.query(landmarks)
+
+    def draw_variates(self, n: int, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        r"""The randomness of :meth:`sample_around` for ``n`` queries, drawn before the queries are seen (as
+        kornia's ``generate_parameters`` must): ``u (n,)`` uniform picks a clique among those containing the
+        query's nearest fitted set, ``log_gamma (n, S_max)`` are log-Gamma(α) variates whose masked softmax
+        over the clique is :math:`\lambda \sim \mathrm{Dir}(\alpha)`. Float64, on the CPU."""
+        self._check_fitted()
+        check_generator(generator)
+        dev = generator_device(generator)
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=dev).cpu()
+        log_gamma = log_gamma_variates(
+            self.concentration, (n, self.clique_table_.shape[1]), generator=generator, device=dev
+        ).cpu()
+        return {"u": u, "log_gamma": log_gamma}
+
+    def _frame(self, x: Tensor, vis: Tensor | None, target: Tensor) -> Tensor:
+        """``(B, D+1, D+1)`` similarity moving the queries onto ``target`` (least squares over visible
+        points; identity when ``frame="fitted"``)."""
+        bsz, _, d = x.shape
+        if self.frame == "fitted":
+            return torch.eye(d + 1, dtype=torch.float64).expand(bsz, d + 1, d + 1)
+        x64 = x.to(torch.float64)
+        w = torch.ones(x.shape[:2], dtype=torch.float64) if vis is None else vis.to(torch.float64)
+        w = w.to(x.device)
+        x64 = torch.where(w[..., None] > 0, x64, 0.0)
+        mean = (w[..., None] * x64).sum(1, keepdim=True) / w.sum(1).clamp_min(1)[:, None, None]
+        spread = (w * ((x64 - mean) ** 2).sum(-1)).sum(1)
+        if bool((spread <= 0).any()):
+            raise ValueError(
+                "landmarks: a key-point set is degenerate (fewer than two distinct visible points), "
+                "so no similarity aligns it to the fitted frame"
+            )
+        return estimate_similarity(x64, target.to(torch.float64), weights=w)
 
     def sample_around(
         self,
@@ -144,40 +187,89 @@ class LocalSamplingMixin:
         *,
         generator: torch.Generator | None = None,
         nearest: Tensor | None = None,
+        visibility: Tensor | None = None,
+        variates: dict[str, Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r"""Replace each query ``(B, N, D)`` by a random barycenter of a clique around it.
 
-        The query's exact W2-nearest fitted set ``v`` is found (or given as ``nearest (B,)``, e.g. the
-        dataset index), a clique containing ``v`` is drawn uniformly, :math:`\lambda \sim
-        \mathrm{Dir}(\alpha)`
-        and the barycenter is computed with the query in place of ``v``. In ``"ot"`` mode the result is
-        reordered through the query's optimal matching, so output point ``j`` is where query point ``j``
-        moved (the correspondence the paired TPS warp uses). A query whose ``v`` is isolated is returned
-        unchanged. Needs equal-size fitted clouds.
+        With ``frame="similarity"`` (default) the query may be in any frame (after a resize, crop or
+        affine of the pipeline): it is moved onto the fitted frame by the least-squares similarity
+        :math:`T` to the fitted mean shape, its exact W2-nearest fitted set ``v`` is found (or given as
+        ``nearest (B,)``, e.g. the dataset index), :math:`T` is refined onto ``X_v``, the barycenter is
+        computed there and mapped back by :math:`T^{-1}`; so the result is similarity-equivariant and
+        always in the query's frame. ``frame="fitted"`` skips the alignment (queries must already be in
+        the fitted frame). A clique containing ``v`` is drawn uniformly, :math:`\lambda \sim
+        \mathrm{Dir}(lpha)`, and the barycenter is computed with the query in place of ``v``. In
+        ``"ot"`` mode the result is reordered through the query's optimal matching, so output point ``j``
+        is where query point ``j`` moved. A query whose ``v`` is isolated is returned unchanged.
+
+        Args:
+            landmarks: ``(B, N, D)`` queries (equal-size fitted sets needed).
+            generator: source of randomness (``None``: torch's global RNG).
+            nearest: optional ``(B,)`` fitted indices standing for the queries.
+            visibility: optional ``(B, N)`` bool: invisible query points (any value, even NaN) take no part
+                (``"index"`` mode); point ``n`` of the result is invisible where no vertex sees it.
+            variates: pre-drawn randomness from :meth:`draw_variates` (replaces ``generator``).
 
         Returns:
-            ``(B, N, D)`` new landmarks and info ``{"nearest", "cliques", "vertices", "weights"}``.
+            ``(B, N, D)`` new landmarks and info ``{"nearest", "cliques", "vertices", "weights"}`` (plus
+            ``"visibility" (B, N)`` when visibility is involved).
         """
         self._check_fitted()
         check_generator(generator)
         if not isinstance(self.landmarks_, Tensor):
             raise ValueError("landmarks: sample_around needs a sampler fitted on equal-size landmark sets")
-        x = as_clouds(landmarks, "landmarks", min_count=0)
+        fitted_vis = getattr(self, "visibility_", None)
+        vis = None
+        if visibility is not None:
+            vis = torch.as_tensor(visibility).to("cpu", torch.bool)
+            if vis.shape != tuple(landmarks.shape[:-1]):
+                raise ValueError(
+                    f"visibility must have shape {tuple(landmarks.shape[:-1])} like the landmarks' points, "
+                    f"got {tuple(vis.shape)}"
+                )
+            if bool(vis.all()):
+                vis = None
+        if vis is not None and self.correspondence != "index":
+            raise ValueError(
+                "visibility: sampling around partly visible key-points needs correspondence='index'"
+            )
+        query = landmarks if vis is None else torch.where(vis[..., None].to(landmarks.device), landmarks, 0.0)
+        x = as_clouds(query, "landmarks", min_count=0)
         if x.shape[1:] != self.landmarks_.shape[1:]:
             raise ValueError(
                 f"landmarks must have shape (B, {self.n_points_}, {self.n_dims_}) like the fitted sets, "
                 f"got {tuple(x.shape)}"
             )
         bsz = x.shape[0]
+        fitted = self.landmarks_
+        xd = x.to(device=fitted.device, dtype=fitted.dtype)
         if nearest is None:
-            v, _ = self.nearest(x)
+            frame0 = self._frame(xd, vis, self._mean_shape().expand_as(xd))
+            aligned = apply_transform(xd.to(torch.float64), frame0).to(fitted.dtype)
+            if vis is None:
+                v, _ = self.nearest(aligned)
+            else:
+                v, _ = self.nearest([a[m] for a, m in zip(aligned, vis.to(aligned.device))])
         else:
             v = torch.as_tensor(nearest, dtype=torch.long).reshape(-1).cpu()
             if v.numel() != bsz or bool((v < 0).any()) or bool((v >= self.n_landmark_sets_).any()):
                 raise ValueError(f"nearest must hold {bsz} indices in [0, {self.n_landmark_sets_})")
-        dev = generator.device if generator is not None else torch.device("cpu")
+        pair_vis = vis
+        if fitted_vis is not None:
+            fv = fitted_vis[v]
+            pair_vis = fv if vis is None else vis & fv
+        frame = self._frame(xd, pair_vis, fitted[v.to(fitted.device)])
+        xa = apply_transform(xd.to(torch.float64), frame).to(fitted.dtype)
+        if variates is None:
+            variates = self.draw_variates(bsz, generator=generator)
+        u, log_gamma = variates["u"].reshape(-1).cpu(), variates["log_gamma"].cpu()
+        if u.numel() != bsz or log_gamma.shape != (bsz, self.clique_table_.shape[1]):
+            raise ValueError(
+                f"variates must hold u ({bsz},) and log_gamma ({bsz}, {self.clique_table_.shape[1]}), got "
+                f"{tuple(u.shape)} and {tuple(log_gamma.shape)}"
+            )
         counts = (self._vc_ptr[v + 1] - self._vc_ptr[v]).clamp_min(1)
-        u = torch.rand(bsz, generator=generator, dtype=torch.float64, device=dev).cpu()
         pick = torch.minimum((u * counts).long(), counts - 1)
         has = self._vc_ptr[v + 1] > self._vc_ptr[v]  # isolated='drop' may leave a vertex without clique
         cl = self._vc_index[(self._vc_ptr[v] + pick).clamp(max=self._vc_index.numel() - 1)]
@@ -185,19 +277,24 @@ class LocalSamplingMixin:
         table[~has] = v[~has, None]
         mask[~has] = False
         mask[~has, 0] = True
-        lam = sample_dirichlet(self.concentration, mask.to(dev), generator=generator).cpu()
-        vertices = self.landmarks_[table.to(self.landmarks_.device)].clone()
+        lam = torch.softmax(log_gamma.masked_fill(~mask, float("-inf")), dim=1)
+        vertices = fitted[table.to(fitted.device)].clone()
         slot = (table == v[:, None]) & mask
-        xv = x.to(device=vertices.device, dtype=vertices.dtype)
-        vertices[slot.to(vertices.device)] = xv
+        vertices[slot.to(vertices.device)] = xa
         lam_d = lam.to(device=vertices.device, dtype=vertices.dtype)
-        if self.correspondence == "index":
-            from wbaug.sampling.barycenters import index_barycenters
-
+        out_vis = None
+        if self.correspondence == "index" and (vis is not None or fitted_vis is not None):
+            point_vis = (
+                fitted_vis[table] if fitted_vis is not None
+                else torch.ones(table.shape + (x.shape[1],), dtype=torch.bool)
+            )
+            point_vis = point_vis & mask[..., None]
+            if vis is not None:
+                point_vis[slot] = vis
+            out, out_vis = masked_index_barycenters(vertices, lam_d, point_vis.to(vertices.device))
+        elif self.correspondence == "index":
             out = index_barycenters(vertices, lam_d)
         else:
-            from wbaug.sampling.barycenters import ot_barycenters
-
             bary, sigma = ot_barycenters(
                 vertices, lam_d, mask.to(vertices.device), max_iter=self.max_iter, tol=self.tol
             )
@@ -205,10 +302,28 @@ class LocalSamplingMixin:
             perm = sigma[torch.arange(bsz, device=sigma.device), s_idx]  # (B, N): query point matched to i
             out = torch.empty_like(bary)
             out.scatter_(1, perm[..., None].expand_as(bary), bary)
+        out = apply_transform(out.to(torch.float64), invert_transform(frame)).to(x.dtype)
         info = {
             "nearest": v,
             "cliques": cl,
             "vertices": torch.where(mask, table, torch.full_like(table, -1)),
             "weights": lam.to(vertices.dtype),
         }
-        return out.to(device=landmarks.device, dtype=x.dtype), info
+        if out_vis is not None:
+            info["visibility"] = out_vis.cpu()
+            out = torch.where(out_vis[..., None].to(out.device), out, float("nan"))
+        return out.to(device=landmarks.device), info
+
+    def _mean_shape(self) -> Tensor:
+        """``(N, D)`` mean fitted landmark set (over visible points), the first alignment target."""
+        cached = getattr(self, "_mean_shape_cache", None)
+        if cached is None:
+            x = self.landmarks_
+            vis = getattr(self, "visibility_", None)
+            if vis is None:
+                cached = x.mean(0)
+            else:
+                w = vis.to(device=x.device, dtype=x.dtype)[..., None]
+                cached = (x * w).sum(0) / w.sum(0).clamp_min(1)
+            self._mean_shape_cache = cached
+        return cached

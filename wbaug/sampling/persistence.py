@@ -31,7 +31,10 @@ def save_state(sampler: Any, path: str | Path, config_json: str) -> None:
         "pair_values": vals[known].cpu(),
         "n_pairs_evaluated": int(sampler.n_pairs_evaluated_),
         "fit_time": float(getattr(sampler, "fit_time_", 0.0)),
+        "canvas_size": getattr(sampler, "canvas_size_", None),
     }
+    if getattr(sampler, "visibility_", None) is not None:
+        state["visibility"] = sampler.visibility_.cpu()
     if isinstance(clouds, torch.Tensor):
         state["landmarks"] = clouds.detach().cpu()
     else:
@@ -70,5 +73,7 @@ def load_state(path: str | Path, *, map_location: str | torch.device | None = No
         "distances": full,
         "n_pairs_evaluated": raw["n_pairs_evaluated"],
         "fit_time": raw["fit_time"],
+        "visibility": raw.get("visibility"),
+        "canvas_size": None if raw.get("canvas_size") is None else tuple(raw["canvas_size"]),
     }
     return config, state

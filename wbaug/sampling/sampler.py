@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import PIL.Image
 import torch
 from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from wbaug.sampling._validation import (
@@ -22,12 +25,14 @@ from wbaug.sampling._validation import (
     check_positive_float,
     cloud_count,
 )
-from wbaug.sampling.barycenters import clique_barycenters
+from wbaug.sampling.barycenters import clique_barycenters, masked_index_barycenters
 from wbaug.sampling.cliques import clique_probabilities, maximal_cliques, pad_cliques
 from wbaug.sampling.dirichlet import sample_dirichlet
 from wbaug.sampling.graph import _knn_within, build_neighborhood_graph, exact_knn
 from wbaug.sampling.local import LocalSamplingMixin
 from wbaug.sampling.persistence import load_state, save_state
+from wbaug.transforms.barycentric import apply_barycentric, draw_barycentric_params
+from wbaug.transforms.flip import Visibility
 
 __all__ = ["WassersteinBarycentricSampler"]
 
@@ -44,10 +49,16 @@ _CONFIG_KEYS = (
     "tol",
     "batch_size",
     "progress",
+    "p",
+    "paired",
+    "frame",
+    "grid_stride",
+    "tps_regularization",
+    "padding_mode",
 )
 
 
-class WassersteinBarycentricSampler(LocalSamplingMixin):
+class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
     r"""Sample new landmark sets as random Wasserstein barycenters of neighbouring ones (Algorithm 2).
 
     ``fit`` builds the neighbourhood graph :math:`G_\theta`, :math:`\theta = (\varepsilon, k)`: edge
@@ -60,23 +71,34 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
 
     ``correspondence`` selects the barycenter:
 
-    * ``"ot"`` (paper): free-support W2 barycenter of the clouds as unordered uniform measures. Each output
-      point is :math:`\sum_s\lambda_s x_{s,\sigma_s(i)}` for optimal matchings :math:`\sigma_s`; point
-      indices carry no meaning. Lists of clouds of different sizes are allowed.
-    * ``"index"`` (ordered layouts, e.g. iBUG-68 faces): exactly :math:`\sum_s \lambda_s X_s`. The
-      free-support barycenter re-matches points by OT and permutes landmarks (on faces only ~1/3 keep
-      their index), which destroys the semantic identity a landmark detector is trained on; fixing the
-      coupling to the identity keeps landmark ``n`` = landmark ``n``. The graph still uses true W2.
+    * ``"index"`` (default; ordered layouts such as iBUG-68 faces or pose joints): exactly
+      :math:`\sum_s \lambda_s X_s`, the W2 barycenter with the coupling fixed to the identity, so landmark
+      ``n`` stays landmark ``n``. The graph still uses true W2.
+    * ``"ot"`` (the paper's choice for unordered contours): free-support W2 barycenter of the clouds as
+      unordered uniform measures. Each output point is :math:`\sum_s\lambda_s x_{s,\sigma_s(i)}` for
+      optimal matchings :math:`\sigma_s`; point indices carry no meaning (on faces only ~1/3 of the points
+      keep their index, and a paired warp then relabels ~16 % of the landmarks of ~half the samples).
+      Lists of clouds of different sizes need this mode.
 
     Isolated vertices (no neighbour) are 1-cliques (``isolated="keep"``, paper): drawing one returns an
     exact copy of that landmark set. ``isolated="drop"`` never samples them.
+
+    **As a torchvision v2 transform** a fitted sampler augments samples ``(image, KeyPoints, ...)``, dicts
+    or any nested structure: with probability ``p`` it replaces the key-points by a random barycenter of a
+    clique around them (:meth:`sample_around`) and, with ``paired=True``, warps images, videos, masks
+    and boxes with a thin-plate spline so they follow the new landmarks (the functional core:
+    :func:`wbaug.transforms.draw_barycentric_params` / :func:`wbaug.transforms.apply_barycentric`).
+    ``KeyPoints`` ``(N, D)`` or a batch ``(B, N, D)`` (one draw and warp per set; images ``(B, C, H, W)``);
+    an optional :class:`~wbaug.transforms.Visibility` ``(N,)`` / ``(B, N)`` of the sample marks missing
+    points. It works wherever it sits in a pipeline (``frame="similarity"``): key-points after a resize,
+    crop or affine are aligned to the fitted frame, sampled there and mapped back.
 
     Args:
         k_neighbors: ``k`` of the kNN graph (``1 <= k < M``; paper: 6).
         epsilon: distance threshold :math:`\varepsilon` in the units of the landmarks (``None``: none;
             paper: 0.1 on [0, 1]-normalised coordinates).
         concentration: Dirichlet :math:`\alpha > 0` (1: uniform on each simplex, paper default).
-        correspondence: ``"ot"`` or ``"index"`` (see above).
+        correspondence: ``"index"`` or ``"ot"`` (see above).
         max_clique_size: split larger cliques into all subsets of this size (seed code: 3); ``None``: keep.
         isolated: ``"keep"`` or ``"drop"`` 1-cliques.
         symmetrize: ``"union"`` or ``"mutual"`` kNN symmetrisation.
@@ -84,20 +106,37 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
         max_iter, tol: free-support barycenter iterations (``"ot"`` mode).
         batch_size: barycenters computed per batch in :meth:`sample`.
         progress: show progress bars (``None``: only on a terminal).
+        p: transform: probability of augmenting a sample (each landmark set of a batch separately).
+        paired: transform: also warp images/videos/masks/boxes (``False``: key-points only, the unpaired
+            "landmarks domain").
+        frame: transform and :meth:`sample_around`: ``"similarity"`` aligns queries to the fitted frame
+            (any position, scale, rotation); ``"fitted"`` takes them as they are and checks the
+            ``KeyPoints.canvas_size`` against ``fit(..., canvas_size=)``.
+        grid_stride, tps_regularization, padding_mode: the paired warp (see
+            :func:`~wbaug.transforms.tps_warp_image`).
+        generator: the transform's source of randomness (``None``: torch's global RNG, so
+            ``torch.manual_seed`` and DataLoader worker seeding apply).
 
     Fitted attributes: ``landmarks_``, ``distances_`` ``(M, M)`` (exact W2 of every evaluated pair, NaN for
     pairs the pruning skipped; all finite with ``knn_method="brute"``), ``knn_indices_``/``knn_distances_``
     ``(M, k)``, ``n_pairs_evaluated_``, ``graph_`` (``networkx.Graph``), ``cliques_`` (list of sorted
     tuples), ``clique_table_``/``clique_mask_`` ``(C, S_max)``, ``vertex_weights_`` ``(M,)``,
-    ``clique_probs_`` ``(C,)``, ``fit_time_``.
+    ``clique_probs_`` ``(C,)``, ``visibility_`` ``(M, N)`` (or ``None``), ``canvas_size_``, ``fit_time_``.
 
     Example:
         >>> from wbaug.datasets import synthetic_faces
         >>> faces = synthetic_faces(200, generator=torch.Generator().manual_seed(0))
-        >>> sampler = WassersteinBarycentricSampler(k_neighbors=6, correspondence="index").fit(faces)
+        >>> sampler = WassersteinBarycentricSampler(k_neighbors=6, p=1.0, paired=True).fit(faces)
         >>> sampler.sample(10, generator=torch.Generator().manual_seed(1)).shape
         torch.Size([10, 68, 2])
+        >>> pipeline = v2.Compose([v2.ToImage(), sampler, v2.ToDtype(torch.float32, scale=True)])
+        >>> image = torch.zeros(3, 256, 256, dtype=torch.uint8)
+        >>> out, kp = pipeline(image, tv_tensors.KeyPoints(faces[0], canvas_size=(256, 256)))
+        >>> out.shape, kp.shape
+        (torch.Size([3, 256, 256]), torch.Size([68, 2]))
     """
+
+    _transformed_types = (Tensor, PIL.Image.Image)
 
     def __init__(
         self,
@@ -105,7 +144,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
         epsilon: float | None = None,
         *,
         concentration: float = 1.0,
-        correspondence: Literal["ot", "index"] = "ot",
+        correspondence: Literal["index", "ot"] = "index",
         max_clique_size: int | None = None,
         isolated: Literal["keep", "drop"] = "keep",
         symmetrize: Literal["union", "mutual"] = "union",
@@ -114,7 +153,15 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
         tol: float = 1e-7,
         batch_size: int = 1024,
         progress: bool | None = None,
+        p: float = 0.5,
+        paired: bool = False,
+        frame: Literal["similarity", "fitted"] = "similarity",
+        grid_stride: int = 1,
+        tps_regularization: float = 0.0,
+        padding_mode: Literal["zeros", "border", "reflection"] = "border",
+        generator: torch.Generator | None = None,
     ) -> None:
+        super().__init__()
         self.k_neighbors = check_nonnegative_int(k_neighbors, "k_neighbors", minimum=1)
         self.epsilon = check_positive_float(epsilon, "epsilon", allow_none=True)
         self.concentration = check_positive_float(concentration, "concentration")
@@ -137,6 +184,21 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
         self.tol = check_positive_float(tol, "tol", allow_zero=True)
         self.batch_size = check_nonnegative_int(batch_size, "batch_size", minimum=1)
         self.progress = progress
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        if not isinstance(paired, bool):
+            raise TypeError(f"paired must be a bool, got {type(paired).__name__}")
+        self.paired = paired
+        if frame not in ("similarity", "fitted"):
+            raise ValueError(f"frame must be 'similarity' or 'fitted', got {frame!r}")
+        self.frame = frame
+        self.grid_stride = check_nonnegative_int(grid_stride, "grid_stride", minimum=1)
+        self.tps_regularization = check_positive_float(tps_regularization, "tps_regularization", allow_zero=True)
+        if padding_mode not in ("zeros", "border", "reflection"):
+            raise ValueError(f"padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        self.generator = check_generator(generator)
         self._nn = None
 
     # ------------------------------------------------------------------ configuration
@@ -165,28 +227,69 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
         self,
         landmarks: Tensor | np.ndarray | Sequence[Tensor],
         *,
+        visibility: Tensor | np.ndarray | None = None,
+        canvas_size: tuple[int, int] | None = None,
         distances: Tensor | np.ndarray | None = None,
         progress: bool | None = None,
     ) -> WassersteinBarycentricSampler:
         """Build the graph, cliques and probabilities from ``(M, N, D)`` landmarks (or a list of ``(N_i,
-        D)``).
+        D)``). The sampler keeps its own copy: editing ``landmarks`` afterwards changes nothing.
 
         Args:
             landmarks: the training landmark sets.
+            visibility: optional ``(M, N)`` bool flags for missing or occluded points (their coordinates
+                are ignored, NaN allowed). Distances are W2 between the uniform measures on the visible
+                points, so the graph is the one of an unmasked fit on the visible-only clouds; ``"ot"``
+                barycenters are those of the visible-only clouds (:meth:`sample` returns a list),
+                ``"index"`` barycenters average each landmark over the clique members that see it.
+            canvas_size: optional ``(H, W)`` of the frame the landmarks are in (checked by the transform
+                with ``frame="fitted"``).
             distances: optional precomputed ``(M, M)`` symmetric W2 matrix (then no OT is solved here).
             progress: override the constructor's ``progress``.
 
         Returns:
             ``self``.
         """
+        vis = None
+        if visibility is not None:
+            if isinstance(landmarks, (list, tuple)):
+                raise ValueError("visibility needs landmarks as one (M, N, D) array, not a list of clouds")
+            vis = torch.as_tensor(np.asarray(visibility) if not isinstance(visibility, Tensor) else visibility)
+            if vis.dtype != torch.bool:
+                raise TypeError(f"visibility must be a bool array, got dtype {vis.dtype}")
+            lm = landmarks if isinstance(landmarks, Tensor) else torch.from_numpy(np.asarray(landmarks))
+            if lm.ndim != 3 or tuple(vis.shape) != tuple(lm.shape[:2]):
+                raise ValueError(
+                    f"visibility must have shape (M, N) = {tuple(lm.shape[:2])} like landmarks, got "
+                    f"{tuple(vis.shape)}"
+                )
+            vis = vis.cpu().clone()
+            if bool((vis.sum(1) == 0).any()):
+                raise ValueError("visibility: every landmark set needs at least one visible point")
+            landmarks = torch.where(vis[..., None].to(lm.device), lm, torch.zeros((), dtype=lm.dtype))
+            if bool(vis.all()):
+                vis = None
         clouds = as_clouds(landmarks, "landmarks")
+        # own the data: later edits of the caller's array must not change the fitted sampler
+        clouds = clouds.clone() if isinstance(clouds, Tensor) else [c.clone() for c in clouds]
         m = cloud_count(clouds)
         if self.correspondence == "index" and not isinstance(clouds, Tensor):
-            raise ValueError("landmarks: correspondence='index' needs every landmark set to have the same N")
+            raise ValueError(
+                "landmarks: landmark sets of different sizes need correspondence='ot' (or pass equal-size "
+                "sets with a visibility mask)"
+            )
         if self.k_neighbors >= m:
             raise ValueError(
                 f"k_neighbors must be < the number of landmark sets M={m}, got {self.k_neighbors}"
             )
+        if canvas_size is not None:
+            if len(canvas_size) != 2 or min(int(c) for c in canvas_size) < 1:
+                raise ValueError(f"canvas_size must be (H, W) with positive ints, got {canvas_size!r}")
+            canvas_size = (int(canvas_size[0]), int(canvas_size[1]))
+        graph_clouds = clouds if vis is None else [x[v] for x, v in zip(clouds, vis.to(clouds.device))]
+        if vis is not None and self.correspondence == "ot":
+            clouds = graph_clouds  # "ot" on a mask is exactly "ot" on the visible-only clouds
+            vis = None
         start = time.perf_counter()
         k = self.k_neighbors
         if distances is not None:
@@ -201,9 +304,9 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
             radius = float("inf") if self.epsilon is None else self.epsilon
             knn_idx, knn_dist = _knn_within(rows, cols, vals, m, k, radius)
         else:
-            perms: list[Tensor] | None = [] if isinstance(clouds, Tensor) else None
+            perms: list[Tensor] | None = [] if isinstance(graph_clouds, Tensor) else None
             knn_idx, knn_dist, rows, cols, vals = exact_knn(
-                clouds,
+                graph_clouds,
                 k,
                 epsilon=self.epsilon,
                 method=self.knn_method,
@@ -215,17 +318,26 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
         full.fill_diagonal_(0.0)
         full[rows, cols] = vals.to(ref.dtype)
         full[cols, rows] = vals.to(ref.dtype)
-        self._set_fitted(clouds, knn_idx, knn_dist, full, int(rows.numel()))
+        self._set_fitted(clouds, knn_idx, knn_dist, full, int(rows.numel()), visibility=vis)
+        self.canvas_size_ = canvas_size
         if distances is None and perms:
             self._cache_edge_matchings(rows, cols, torch.cat(perms))
         self.fit_time_ = time.perf_counter() - start
         return self
 
     def _set_fitted(
-        self, clouds: Clouds, knn_idx: Tensor, knn_dist: Tensor, full: Tensor, n_pairs: int
+        self,
+        clouds: Clouds,
+        knn_idx: Tensor,
+        knn_dist: Tensor,
+        full: Tensor,
+        n_pairs: int,
+        *,
+        visibility: Tensor | None = None,
     ) -> None:
         m = cloud_count(clouds)
         self.landmarks_ = clouds
+        self.visibility_ = visibility
         self.n_landmark_sets_ = m
         self.n_points_ = clouds.shape[1] if isinstance(clouds, Tensor) else None
         self.n_dims_ = clouds.shape[-1] if isinstance(clouds, Tensor) else clouds[0].shape[-1]
@@ -240,6 +352,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
         self._set_cliques(self.cliques_, m)
         self._edge_keys = None
         self._edge_perms = None
+        self._mean_shape_cache = None
 
     def _set_cliques(self, cliques: list[tuple[int, ...]], m: int) -> None:
         self.vertex_weights_, self.clique_probs_ = clique_probabilities(cliques, m)
@@ -289,18 +402,30 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
             progress: override the constructor's ``progress``.
 
         Returns:
-            ``(n, N, D)`` in the landmarks' dtype/device (a list of ``(N_b, D)`` for ragged clouds).
+            ``(n, N, D)`` in the landmarks' dtype/device (a list of ``(N_b, D)`` for ragged clouds). After a
+            masked ``"index"`` fit a point no clique member sees is NaN, and ``return_info`` adds
+            ``"visibility" (n, N)``.
         """
         cl, lam = self.draw(n, generator=generator)
         table, mask = self.clique_table_[cl], self.clique_mask_[cl]
         outs: list = []
         sigmas: list[Tensor] = []
+        seen: list[Tensor] = []
         clouds = self.landmarks_
         with tqdm(
             total=n, desc="barycenters", unit="sample", disable=self._bar(progress), leave=False
         ) as bar:
             for s in range(0, n, self.batch_size):
                 sl = slice(s, s + self.batch_size)
+                if self.visibility_ is not None:  # masked fit, "index" mode
+                    point_vis = self.visibility_[table[sl]] & mask[sl][..., None]
+                    bary, vis = masked_index_barycenters(
+                        clouds[table[sl].to(clouds.device)], lam[sl], point_vis.to(clouds.device)
+                    )
+                    outs.append(bary)
+                    seen.append(vis.cpu())
+                    bar.update(min(self.batch_size, n - s))
+                    continue
                 bary, sigma = clique_barycenters(
                     clouds,
                     table[sl],
@@ -329,6 +454,8 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
         }
         if sigmas:
             info["assignment"] = torch.cat(sigmas)
+        if self.visibility_ is not None:
+            info["visibility"] = torch.cat(seen) if seen else torch.zeros(0, self.n_points_, dtype=torch.bool)
         return result, info
 
     def fit_resample(
@@ -346,6 +473,50 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
         if isinstance(self.landmarks_, Tensor):
             return torch.cat([self.landmarks_, new])
         return list(self.landmarks_) + list(new)
+
+    # ------------------------------------------------------------------ torchvision v2 transform
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """Draw one augmentation for the sample's ``KeyPoints`` (torchvision v2 protocol)."""
+        self._check_fitted()
+        keypoints = [x for x in flat_inputs if isinstance(x, tv_tensors.KeyPoints)]
+        if len(keypoints) != 1:
+            raise ValueError(
+                f"{type(self).__name__} as a transform needs exactly one tv_tensors.KeyPoints per sample, "
+                f"found {len(keypoints)}"
+            )
+        kp = keypoints[0]
+        flags = [x for x in flat_inputs if isinstance(x, Visibility)]
+        if len(flags) > 1:
+            raise ValueError(f"at most one Visibility per sample, found {len(flags)}")
+        canvas = tuple(int(c) for c in kp.canvas_size)
+        if self.frame == "fitted" and getattr(self, "canvas_size_", None) != canvas:
+            raise ValueError(
+                f"frame='fitted': key-points on a {canvas} canvas but the sampler was fitted on "
+                f"canvas_size={getattr(self, 'canvas_size_', None)} (fit(..., canvas_size=(H, W)) in the same "
+                "frame, or frame='similarity' to align any frame)"
+            )
+        n, d = self.n_points_, self.n_dims_
+        if kp.ndim not in (2, 3) or tuple(kp.shape[-2:]) != (n, d):
+            raise ValueError(
+                f"KeyPoints must have shape ({n}, {d}) or (B, {n}, {d}) like the fitted landmark sets, got "
+                f"{tuple(kp.shape)}"
+            )
+        draw = draw_barycentric_params(
+            self,
+            kp,
+            p=self.p,
+            paired=self.paired,
+            canvas_size=canvas,
+            visibility=flags[0] if flags else None,
+            generator=self.generator,
+            grid_stride=self.grid_stride,
+            tps_regularization=self.tps_regularization,
+        )
+        return {"draw": draw}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        """Apply the draw to one input (torchvision v2 protocol; see :func:`wbaug.transforms.apply_barycentric`)."""
+        return apply_barycentric(inpt, params["draw"], padding_mode=self.padding_mode)
 
     # ------------------------------------------------------------------ hyper-parameters and persistence
     def select_hyperparameters(
@@ -378,6 +549,8 @@ class WassersteinBarycentricSampler(LocalSamplingMixin):
             state["knn_distances"],
             state["distances"],
             state["n_pairs_evaluated"],
+            visibility=state["visibility"],
         )
+        sampler.canvas_size_ = state["canvas_size"]
         sampler.fit_time_ = state["fit_time"]
         return sampler

@@ -2,37 +2,46 @@
 
 * flips that permute left/right landmark indices, multi-view loading with ``(3, 3)`` view matrices;
 * the face crop of the ELT thesis (§3.3.1);
-* Wasserstein-barycentric landmark replacement, unpaired or paired with a thin-plate-spline image warp
-  (torchvision v2 and kornia flavours).
+* Wasserstein-barycentric augmentation: its functional core (:func:`draw_barycentric_params`,
+  :func:`apply_barycentric`, :func:`register_barycentric_kernel`) and its kornia form
+  (:class:`RandomBarycentricWarp`); the torchvision v2 form is the fitted
+  :class:`~wbaug.sampling.WassersteinBarycentricSampler` itself;
+* :class:`SanitizeLandmarks` (off-canvas key-points become invisible or are removed) and
+  :func:`landmark_collate` (batches that keep ``KeyPoints``, ``Visibility`` and the canvas size).
 """
 
-from wbaug.transforms.barycentric import RandomBarycentricLandmarks
+from wbaug.transforms.barycentric import (
+    BarycentricParams,
+    apply_barycentric,
+    draw_barycentric_params,
+    register_barycentric_kernel,
+)
 from wbaug.transforms.crop import FaceCrop, face_crop, face_crop_matrix, warp_affine_crop
 from wbaug.transforms.flip import LandmarkHorizontalFlip, Visibility, horizontal_flip_landmarks
-from wbaug.transforms.kornia_adapter import (
-    RandomBarycentricKeypoints,
-    RandomBarycentricWarp,
-    barycentric_warp,
-)
+from wbaug.transforms.keypoints import SanitizeLandmarks, landmark_collate
+from wbaug.transforms.kornia_adapter import RandomBarycentricWarp
 from wbaug.transforms.multiview import MultiViewDataset, MultiViewTransform, flatten_views, multiview_collate
 from wbaug.transforms.tps import TPSWarp, tps_fit, tps_grid, tps_transform_points, tps_warp_image
 
 __all__ = [
+    "BarycentricParams",
     "FaceCrop",
     "LandmarkHorizontalFlip",
     "MultiViewDataset",
     "MultiViewTransform",
-    "RandomBarycentricKeypoints",
-    "RandomBarycentricLandmarks",
     "RandomBarycentricWarp",
+    "SanitizeLandmarks",
     "TPSWarp",
     "Visibility",
-    "barycentric_warp",
+    "apply_barycentric",
+    "draw_barycentric_params",
     "face_crop",
     "face_crop_matrix",
     "flatten_views",
     "horizontal_flip_landmarks",
+    "landmark_collate",
     "multiview_collate",
+    "register_barycentric_kernel",
     "tps_fit",
     "tps_grid",
     "tps_transform_points",

@@ -1,203 +1,361 @@
-r"""torchvision v2 transform: Wasserstein-barycentric landmark augmentation (Bespalov et al., §3.1).
+r"""Wasserstein-barycentric augmentation of a sample (Bespalov et al., *Data augmentation with manifold
+barycenters*, §3.1 and Algorithm 2): the one functional core behind both front ends.
 
-:class:`RandomBarycentricLandmarks` acts on samples such as ``(image, KeyPoints)``, dicts or any nested
-structure inside ``v2.Compose``. With probability ``p`` it replaces the key-points by a random barycenter
-of a clique around them (:meth:`WassersteinBarycentricSampler.sample_around`); in paired mode it also warps
-the image (and masks) with a thin-plate spline so that the image follows its new landmarks.
+* :class:`~wbaug.sampling.WassersteinBarycentricSampler` is the torchvision v2 transform
+  (``v2.Compose([v2.ToImage(), sampler, ...])``);
+* :class:`~wbaug.transforms.RandomBarycentricWarp` is the kornia augmentation.
 
-Randomness and workers: parameters are drawn in :meth:`make_params` from a private ``torch.Generator``
-(or the one passed in). In a DataLoader worker it is seeded from ``get_worker_info().seed`` (drawn by the
-DataLoader from its ``generator=``, ``base_seed + worker_id``: distinct per worker, reproducible run to
-run), mixed with ``seed``; in the main process from ``seed`` if given, else ``torch.initial_seed()``. The
-global RNG state is never used or modified.
+Both draw their parameters once with :func:`draw_barycentric_params` (gate, clique, Dirichlet weights,
+new landmarks and, in paired mode, the thin-plate-spline sampling grid) and apply them to every input
+of the sample with :func:`apply_barycentric`, which dispatches on the input type like torchvision's
+functionals: images, videos and plain image tensors are warped bilinearly, masks with nearest
+neighbours, PIL images through a tensor, key-points replaced by the new landmarks (and ``Visibility``
+flags by theirs), bounding boxes mapped through the forward spline; anything else (labels, metadata)
+passes through.
+:func:`register_barycentric_kernel` adds a kernel for a type of your own.
+
+Paired warp: the image follows its landmarks, ``out(p) = in(f(p))`` with :math:`f` the thin-plate spline
+with :math:`f(\mathrm{new}_i) = \mathrm{old}_i` (:func:`~wbaug.transforms.tps_grid`). Boxes are mapped
+forwards by the spline :math:`g(\mathrm{old}_i) = \mathrm{new}_i`: the new box is the bounding box of the
+image of the old box's outline (64 points per side).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import PIL.Image
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import get_worker_info
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from wbaug._checks import check_generator
-from wbaug.sampling.dataset import mix_seed
-from wbaug.transforms.tps import tps_grid
+from wbaug._random import generator_device
+from wbaug.transforms.flip import Visibility
+from wbaug.transforms.tps import tps_fit, tps_grid, tps_transform_points
 
-__all__ = ["RandomBarycentricLandmarks"]
+__all__ = ["BarycentricParams", "apply_barycentric", "draw_barycentric_params", "register_barycentric_kernel"]
 
 
-class RandomBarycentricLandmarks(v2.Transform):
-    r"""Replace ``KeyPoints`` by a random Wasserstein barycenter of a clique around them (Algorithm 2).
+@dataclass(frozen=True)
+class BarycentricParams:
+    """One draw of the barycentric augmentation for ``B`` landmark sets (replayable: apply it again to
+    get the same result).
 
-    Args:
-        sampler: a fitted :class:`~wbaug.sampling.WassersteinBarycentricSampler` (equal-size landmark sets,
-            same pixel frame as the key-points).
-        p: probability of augmenting a sample.
-        paired: also warp images/masks with a TPS so the image follows its landmarks (unpaired mode
-            leaves images untouched: the "landmarks domain" of an unpaired method).
-        canvas_size: expected ``(H, W)`` of the key-points (checked against ``KeyPoints.canvas_size``;
-            ``None``: not checked).
-        grid_stride: TPS map evaluated every ``grid_stride`` pixels (1: exact; see :func:`tps_warp_image`).
-        tps_regularization: TPS smoothing ``λ >= 0``.
-        padding_mode: ``grid_sample`` padding of the warp (``"zeros"``, ``"border"``, ``"reflection"``).
-        seed: optional base seed of the private generator (see module docstring).
-        generator: explicit generator (takes precedence over ``seed``; shared by all workers after a fork).
-
-    Shapes: ``KeyPoints`` ``(N, 2)`` or ``(K, N, 2)`` (``K`` landmark sets per sample, unpaired only);
-    images ``(C, H, W)`` tensors, ``tv_tensors.Image`` or PIL images; masks ``tv_tensors.Mask``.
-
-    Example:
-        >>> t = v2.Compose(  # doctest: +SKIP
-        ...     [v2.ToImage(), RandomBarycentricLandmarks(sampler, p=0.5, paired=True)])
-        >>> image, keypoints = t(image, keypoints)  # doctest: +SKIP
+    Attributes:
+        applied: ``(B,)`` bool, the gate (``p``) of each landmark set.
+        source: ``(B, N, D)`` the landmarks before.
+        landmarks: ``(B, N, D)`` the landmarks after (equal to ``source`` where not applied).
+        visibility: ``(B, N)`` bool visibility of the new landmarks, or ``None`` (all visible).
+        canvas_size: ``(H, W)`` of the key-points' frame, or ``None``.
+        grid: ``(A, H, W, 2)`` ``grid_sample`` grids of the ``A`` applied sets (paired mode), else ``None``.
+        info: the sampler's draw for the applied sets: ``nearest (A,)``, ``cliques (A,)``,
+            ``vertices (A, S)`` (-1 = padding), ``weights (A, S)``.
     """
 
-    _transformed_types = (tv_tensors.KeyPoints, tv_tensors.Image, tv_tensors.Mask, PIL.Image.Image, Tensor)
+    applied: Tensor
+    source: Tensor
+    landmarks: Tensor
+    visibility: Tensor | None = None
+    canvas_size: tuple[int, int] | None = None
+    grid: Tensor | None = None
+    info: dict[str, Tensor] = field(default_factory=dict)
 
-    def __init__(
-        self,
-        sampler: Any,
-        *,
-        p: float = 0.5,
-        paired: bool = False,
-        canvas_size: tuple[int, int] | None = None,
-        grid_stride: int = 1,
-        tps_regularization: float = 0.0,
-        padding_mode: str = "border",
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        if not getattr(sampler, "is_fitted", False):
-            raise ValueError("sampler must be a fitted WassersteinBarycentricSampler")
-        if not isinstance(sampler.landmarks_, Tensor):
-            raise ValueError("sampler must be fitted on equal-size landmark sets (a tensor (M, N, D))")
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+    @property
+    def batch_size(self) -> int:
+        return int(self.applied.numel())
+
+
+def draw_barycentric_params(
+    sampler: Any,
+    keypoints: Tensor,
+    *,
+    p: float = 1.0,
+    paired: bool = False,
+    canvas_size: tuple[int, int] | None = None,
+    visibility: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    variates: dict[str, Tensor] | None = None,
+    grid_stride: int = 1,
+    tps_regularization: float = 0.0,
+) -> BarycentricParams:
+    r"""Draw the augmentation of ``keypoints`` ``(B, N, D)`` (or ``(N, D)``): gate each set with
+    probability ``p``, replace the applied ones by a random barycenter of a clique around them
+    (:meth:`~wbaug.sampling.WassersteinBarycentricSampler.sample_around`) and, when ``paired``, build the
+    thin-plate-spline grid that makes the image follow its new landmarks.
+
+    Args:
+        sampler: a fitted :class:`~wbaug.sampling.WassersteinBarycentricSampler`.
+        keypoints: ``(B, N, D)`` or ``(N, D)`` pixel coordinates (pixel centres at integers).
+        p: probability of augmenting each landmark set.
+        paired: also build the image warp (needs ``canvas_size`` and ``D = 2``).
+        canvas_size: ``(H, W)`` of the key-points' image.
+        visibility: optional ``(B, N)`` / ``(N,)`` bool flags; invisible points take no part in the
+            alignment, the nearest-neighbour search, the barycenter or the warp.
+        generator: source of randomness (``None``: torch's global RNG).
+        variates: pre-drawn randomness (``{"applied": (B,), "u": (B,), "log_gamma": (B, S)}``, as the
+            kornia front end draws it in ``generate_parameters``); replaces ``p`` and ``generator``.
+        grid_stride, tps_regularization: see :func:`~wbaug.transforms.tps_warp_image`.
+
+    Returns:
+        :class:`BarycentricParams`.
+
+    Example:
+        >>> from wbaug import WassersteinBarycentricSampler, synthetic_faces
+        >>> faces = synthetic_faces(50, generator=torch.Generator().manual_seed(0))
+        >>> sampler = WassersteinBarycentricSampler(k_neighbors=3).fit(faces)
+        >>> params = draw_barycentric_params(sampler, faces[:2], p=1.0, paired=True, canvas_size=(256, 256))
+        >>> params.landmarks.shape, params.grid.shape
+        (torch.Size([2, 68, 2]), torch.Size([2, 256, 256, 2]))
+    """
+    if not isinstance(keypoints, Tensor):
+        raise TypeError(f"keypoints must be a torch.Tensor, got {type(keypoints).__name__}")
+    kp = keypoints.as_subclass(Tensor).detach()
+    if kp.ndim == 2:
+        kp = kp[None]
+    if kp.ndim != 3:
+        raise ValueError(f"keypoints must have shape (N, D) or (B, N, D), got {tuple(keypoints.shape)}")
+    bsz, n = kp.shape[0], kp.shape[1]
+    vis = None
+    if visibility is not None:
+        vis = visibility.as_subclass(Tensor) if isinstance(visibility, Tensor) else torch.as_tensor(visibility)
+        vis = vis.to(device="cpu").bool().reshape(bsz, n) if vis.numel() == bsz * n else None
+        if vis is None:
+            raise ValueError(
+                f"visibility must have one flag per key-point, shape ({bsz}, {n}) or ({n},), got "
+                f"{tuple(visibility.shape)}"
+            )
+    if canvas_size is not None:
+        canvas_size = (int(canvas_size[0]), int(canvas_size[1]))
+    if paired and (canvas_size is None or kp.shape[-1] != 2):
+        raise ValueError("paired=True needs 2-D key-points and their canvas_size (H, W)")
+    if variates is None:
+        if isinstance(p, bool) or not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        if canvas_size is not None and (len(canvas_size) != 2 or min(canvas_size) < 1):
-            raise ValueError(f"canvas_size must be (H, W) with positive ints or None, got {canvas_size!r}")
-        check_generator(generator)
-        if padding_mode not in ("zeros", "border", "reflection"):
-            raise ValueError(f"padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
-        self.sampler = sampler
-        self.p = float(p)
-        self.paired = bool(paired)
-        self.canvas_size = None if canvas_size is None else (int(canvas_size[0]), int(canvas_size[1]))
-        self.grid_stride = grid_stride
-        self.tps_regularization = float(tps_regularization)
-        self.padding_mode = padding_mode
-        self.seed = seed
-        self.generator = generator
-        self._gen: torch.Generator | None = None
-        self._gen_key: tuple | None = None
+        gate = torch.rand(bsz, generator=generator, device=generator_device(generator)).cpu() < p
+        sub = None
+    else:
+        gate = variates["applied"].reshape(-1).to("cpu").bool()
+        if gate.numel() != bsz:
+            raise ValueError(f"variates were drawn for {gate.numel()} landmark sets, got {bsz}")
+        sub = {k: v[gate.to(v.device)] for k, v in variates.items() if k != "applied"}
+    idx = torch.nonzero(gate).flatten()
+    out = kp.clone()
+    out_vis = None if vis is None else vis.clone()
+    grid = None
+    info: dict[str, Tensor] = {}
+    if idx.numel() > 0:
+        src = kp[idx.to(kp.device)]
+        src_vis = None if vis is None else vis[idx]
+        new, info = sampler.sample_around(src, generator=generator, visibility=src_vis, variates=sub)
+        new_vis = info.pop("visibility", None)
+        out[idx.to(kp.device)] = new.to(out.dtype)
+        if out_vis is not None and new_vis is not None:
+            out_vis[idx] = new_vis.cpu()
+        if paired:
+            grid = _tps_grids(src, new, src_vis if new_vis is None else new_vis, canvas_size,
+                              grid_stride=grid_stride, regularization=tps_regularization)
+    return BarycentricParams(
+        applied=gate,
+        source=kp,
+        landmarks=out.reshape(kp.shape),
+        visibility=out_vis,
+        canvas_size=canvas_size,
+        grid=grid,
+        info=info,
+    )
 
-    # -------------------------------------------------------------- randomness
-    def _generator(self) -> torch.Generator:
-        if self.generator is not None:
-            return self.generator
-        info = get_worker_info()
-        key = (os.getpid(), None if info is None else (info.id, info.seed))
-        if self._gen is None or self._gen_key != key:
-            if info is not None:
-                seed = mix_seed(0 if self.seed is None else self.seed, info.seed)
-            else:
-                seed = mix_seed(self.seed) if self.seed is not None else torch.initial_seed()
-            self._gen = torch.Generator().manual_seed(seed)
-            self._gen_key = key
-        return self._gen
 
-    # -------------------------------------------------------------- v2 protocol
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        keypoints = [x for x in flat_inputs if isinstance(x, tv_tensors.KeyPoints)]
-        if len(keypoints) != 1:
-            raise ValueError(
-                "RandomBarycentricLandmarks needs exactly one tv_tensors.KeyPoints per sample, "
-                f"found {len(keypoints)}"
-            )
-        kp = keypoints[0]
-        if self.canvas_size is not None and tuple(kp.canvas_size) != self.canvas_size:
-            raise ValueError(
-                f"canvas_size mismatch: the transform expects key-points on a {self.canvas_size} canvas, got "
-                f"KeyPoints.canvas_size={tuple(kp.canvas_size)} "
-                "(resize/crop before fitting or pass canvas_size)"
-            )
-        data = kp.as_subclass(Tensor)
-        n, d = self.sampler.n_points_, self.sampler.n_dims_
-        if data.shape[-2:] != (n, d) or data.ndim not in (2, 3):
-            raise ValueError(
-                f"KeyPoints must have shape ({n}, {d}) or (K, {n}, {d}) like the sampler, got "
-                f"{tuple(data.shape)}"
-            )
-        g = self._generator()
-        apply = bool(torch.rand((), generator=g) < self.p)
-        params: dict[str, Any] = {"apply": apply, "canvas_size": tuple(kp.canvas_size)}
-        if not apply:
-            return params
-        old = data.reshape(-1, n, d)
-        new, info = self.sampler.sample_around(old, generator=g)
-        params.update(old=old, new=new, info=info)
-        if self.paired:
-            if old.shape[0] != 1:
-                raise ValueError("paired=True needs a single landmark set (N, 2) per sample")
-            h, w = kp.canvas_size
-            params["grid"] = tps_grid(
-                old.to(torch.float32),
-                new.to(torch.float32),
-                (h, w),
-                regularization=self.tps_regularization,
-                grid_stride=self.grid_stride,
-            )
-        return params
+def _tps_grids(
+    src: Tensor,
+    dst: Tensor,
+    visibility: Tensor | None,
+    size: tuple[int, int],
+    *,
+    grid_stride: int,
+    regularization: float,
+) -> Tensor:
+    """``(A, H, W, 2)`` warps of ``A`` landmark sets (invisible points are not control points)."""
+    src32, dst32 = src.to(torch.float32), dst.to(torch.float32)
+    if visibility is None or bool(visibility.all()):
+        return tps_grid(src32, dst32, size, regularization=regularization, grid_stride=grid_stride)
+    grids = [
+        tps_grid(s[v][None], d[v][None], size, regularization=regularization, grid_stride=grid_stride)
+        for s, d, v in zip(src32, dst32, visibility.to(src.device))
+    ]
+    return torch.cat(grids)
 
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if not params["apply"]:
-            return inpt
-        if isinstance(inpt, tv_tensors.KeyPoints):
-            new = params["new"].reshape(inpt.shape).to(dtype=inpt.dtype, device=inpt.device)
-            return tv_tensors.wrap(new, like=inpt)
-        if not self.paired:
-            return inpt
-        if isinstance(inpt, (tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask, PIL.Image.Image)) or (
-            type(inpt) is Tensor
-        ):
-            return self._warp(inpt, params)
-        # per-landmark flags (visibility), boxes and other metadata carry no pixels to warp
+
+# ------------------------------------------------------------------------------------------- kernels
+_KERNELS: dict[type, Callable[..., Any]] = {}
+
+
+def register_barycentric_kernel(input_type: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering ``kernel(inpt, params, *, padding_mode) -> output`` for ``input_type`` (a
+    ``tv_tensors.TVTensor`` subclass of your own, say), as torchvision's ``register_kernel`` does for its
+    functionals. Lookup follows the type's MRO; unregistered ``TVTensor`` types pass through unchanged.
+
+    Example:
+        >>> class Heatmaps(tv_tensors.TVTensor):
+        ...     pass
+        >>> @register_barycentric_kernel(Heatmaps)
+        ... def _warp_heatmaps(inpt, params, *, padding_mode="zeros"):
+        ...     return apply_barycentric(tv_tensors.Image(inpt), params, padding_mode=padding_mode)
+    """
+    if not isinstance(input_type, type):
+        raise TypeError(f"input_type must be a type, got {type(input_type).__name__}")
+
+    def register(kernel: Callable[..., Any]) -> Callable[..., Any]:
+        _KERNELS[input_type] = kernel
+        return kernel
+
+    return register
+
+
+def apply_barycentric(inpt: Any, params: BarycentricParams, *, padding_mode: str = "border") -> Any:
+    """Apply a draw to one input: the kernel registered for its type (see the module docstring).
+
+    Args:
+        inpt: an image ``(..., C, H, W)`` (tensor, ``Image``, ``Video``, ``Mask``, PIL), ``KeyPoints``
+            ``(..., N, D)``, ``BoundingBoxes`` ``(K, 4)``, or anything else (returned as is).
+        params: from :func:`draw_barycentric_params`.
+        padding_mode: ``grid_sample`` padding of the warp (``"zeros"``, ``"border"``, ``"reflection"``).
+
+    Returns:
+        a new object of the input's type (the input itself when nothing changes).
+    """
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise ValueError(f"padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
+    for cls in type(inpt).__mro__:
+        if cls in _KERNELS:
+            return _KERNELS[cls](inpt, params, padding_mode=padding_mode)
+        if cls is tv_tensors.TVTensor:
+            break
+    return inpt
+
+
+@register_barycentric_kernel(tv_tensors.KeyPoints)
+def _keypoints_kernel(inpt: Tensor, params: BarycentricParams, *, padding_mode: str) -> Tensor:
+    if not bool(params.applied.any()):
         return inpt
-
-    def _warp(self, inpt: Any, params: dict[str, Any]) -> Any:
-        h, w = params["canvas_size"]
-        if isinstance(inpt, PIL.Image.Image):
-            return TF.to_pil_image(self._warp(TF.pil_to_tensor(inpt), params), mode=inpt.mode)
-        data = inpt.as_subclass(Tensor) if isinstance(inpt, Tensor) else inpt
-        if tuple(data.shape[-2:]) != (h, w):
-            raise ValueError(
-                f"canvas_size mismatch: image of size {tuple(data.shape[-2:])} with KeyPoints on a "
-                f"{(h, w)} canvas"
-            )
-        lead = data.shape[:-2]
-        flat = data.reshape(1, -1, h, w)
-        work = flat if flat.is_floating_point() else flat.to(torch.float32)
-        grid = params["grid"].to(device=work.device, dtype=work.dtype)
-        mode = "nearest" if isinstance(inpt, tv_tensors.Mask) else "bilinear"
-        out = torch.nn.functional.grid_sample(
-            work, grid, mode=mode, padding_mode=self.padding_mode, align_corners=False
+    if inpt.numel() != params.landmarks.numel():
+        raise ValueError(
+            f"KeyPoints of shape {tuple(inpt.shape)} do not match the drawn landmarks "
+            f"{tuple(params.landmarks.shape)}"
         )
-        if not flat.is_floating_point():
-            info = torch.iinfo(flat.dtype)
-            out = out.round_().clamp_(info.min, info.max).to(flat.dtype)
-        out = out.reshape(*lead, h, w)
-        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+    new = params.landmarks.reshape(inpt.shape).to(dtype=inpt.dtype, device=inpt.device)
+    return tv_tensors.wrap(new, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else new
 
-    def replay(self, inputs: Any, params: dict[str, Any]) -> Any:
-        """Apply previously drawn ``params`` (from :meth:`make_params`) to ``inputs`` (a replayable draw)."""
-        from torch.utils._pytree import tree_flatten, tree_unflatten
 
-        flat, spec = tree_flatten(inputs)
-        needs = self._needs_transform_list(flat)
-        return tree_unflatten([self.transform(x, params) if nd else x for x, nd in zip(flat, needs)], spec)
+@register_barycentric_kernel(Visibility)
+def _visibility_kernel(inpt: Tensor, params: BarycentricParams, *, padding_mode: str) -> Tensor:
+    if params.visibility is None or not bool(params.applied.any()):
+        return inpt
+    flags = params.visibility.reshape(inpt.shape).to(device=inpt.device, dtype=inpt.dtype)
+    return Visibility(flags)
+
+
+def _warp_pixels(data: Tensor, params: BarycentricParams, mode: str, padding_mode: str) -> Tensor:
+    if params.grid is None or not bool(params.applied.any()):
+        return data
+    h, w = params.canvas_size
+    if tuple(data.shape[-2:]) != (h, w) or data.ndim < 3:
+        raise ValueError(
+            f"canvas_size mismatch: image of shape {tuple(data.shape)} with key-points on a {(h, w)} canvas"
+        )
+    bsz = params.batch_size
+    if bsz > 1 and (data.ndim < 4 or data.shape[0] != bsz):
+        raise ValueError(
+            f"{bsz} key-point sets need images with a matching batch, (B={bsz}, C, H, W); got "
+            f"{tuple(data.shape)}"
+        )
+    flat = data.reshape(bsz, -1, h, w)
+    sel = torch.nonzero(params.applied).flatten().to(data.device)
+    work = flat[sel] if flat.is_floating_point() else flat[sel].to(torch.float32)
+    warped = F.grid_sample(
+        work, params.grid.to(device=work.device, dtype=work.dtype), mode=mode, padding_mode=padding_mode,
+        align_corners=False,
+    )
+    if not flat.is_floating_point():
+        limits = torch.iinfo(flat.dtype)
+        warped = warped.round_().clamp_(limits.min, limits.max)
+    out = flat.clone()
+    out[sel] = warped.to(flat.dtype)
+    return out.reshape(data.shape)
+
+
+@register_barycentric_kernel(Tensor)
+@register_barycentric_kernel(tv_tensors.Image)
+@register_barycentric_kernel(tv_tensors.Video)
+def _image_kernel(inpt: Tensor, params: BarycentricParams, *, padding_mode: str) -> Tensor:
+    out = _warp_pixels(inpt.as_subclass(Tensor), params, "bilinear", padding_mode)
+    return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+@register_barycentric_kernel(tv_tensors.Mask)
+def _mask_kernel(inpt: Tensor, params: BarycentricParams, *, padding_mode: str) -> Tensor:
+    out = _warp_pixels(inpt.as_subclass(Tensor), params, "nearest", padding_mode)
+    return tv_tensors.wrap(out, like=inpt)
+
+
+@register_barycentric_kernel(PIL.Image.Image)
+def _pil_kernel(inpt: PIL.Image.Image, params: BarycentricParams, *, padding_mode: str) -> PIL.Image.Image:
+    if params.grid is None or not bool(params.applied.any()):
+        return inpt
+    out = _warp_pixels(TF.pil_to_tensor(inpt), params, "bilinear", padding_mode)
+    return TF.to_pil_image(out, mode=inpt.mode)
+
+
+@register_barycentric_kernel(tv_tensors.BoundingBoxes)
+def _boxes_kernel(inpt: Tensor, params: BarycentricParams, *, padding_mode: str) -> Tensor:
+    if params.grid is None or not bool(params.applied.any()):
+        return inpt
+    fmt = inpt.format
+    if fmt.name not in ("XYXY", "XYWH", "CXCYWH"):
+        raise ValueError(f"bounding boxes in format {fmt.name}: the barycentric warp maps XYXY, XYWH, CXCYWH")
+    h, w = params.canvas_size
+    boxes = TF.convert_bounding_box_format(
+        inpt.as_subclass(Tensor), old_format=fmt, new_format=tv_tensors.BoundingBoxFormat.XYXY
+    )
+    bsz = params.batch_size
+    if bsz > 1 and boxes.shape[0] != bsz:
+        raise ValueError(f"{bsz} key-point sets need one box each, got boxes of shape {tuple(boxes.shape)}")
+    owner = torch.zeros(boxes.shape[0], dtype=torch.long) if bsz == 1 else torch.arange(bsz)
+    out = boxes.clone()
+    for a, b in enumerate(torch.nonzero(params.applied).flatten().tolist()):
+        rows = torch.nonzero(owner == b).flatten().to(boxes.device)
+        if rows.numel() == 0:
+            continue
+        src, dst = params.source[b], params.landmarks[b]
+        if params.visibility is not None:
+            keep = params.visibility[b].to(src.device)
+            src, dst = src[keep], dst[keep]
+        forward = tps_fit(src[None].to(torch.float64), dst[None].to(torch.float64))
+        outline = _box_outline(boxes[rows].to(torch.float64)) - 0.5  # box edges -> pixel-centre frame
+        moved = tps_transform_points(outline.reshape(1, -1, 2), src[None], *forward).reshape(outline.shape)
+        moved = moved + 0.5
+        lo, hi = moved.amin(1), moved.amax(1)
+        new = torch.cat([lo, hi], -1)
+        new[:, 0::2] = new[:, 0::2].clamp(0, w)
+        new[:, 1::2] = new[:, 1::2].clamp(0, h)
+        out[rows] = new.to(out.dtype)
+    out = TF.convert_bounding_box_format(out, old_format=tv_tensors.BoundingBoxFormat.XYXY, new_format=fmt)
+    return tv_tensors.wrap(out, like=inpt)
+
+
+def _box_outline(xyxy: Tensor, per_side: int = 64) -> Tensor:
+    """``(K, 4 * per_side, 2)`` points along the outline of ``(K, 4)`` XYXY boxes."""
+    t = torch.linspace(0.0, 1.0, per_side, dtype=xyxy.dtype, device=xyxy.device)[None]
+    x0, y0, x1, y1 = (xyxy[:, i : i + 1] for i in range(4))
+    xs = x0 + (x1 - x0) * t
+    ys = y0 + (y1 - y0) * t
+    sides = [
+        torch.stack([xs, y0.expand_as(xs)], -1),
+        torch.stack([xs, y1.expand_as(xs)], -1),
+        torch.stack([x0.expand_as(ys), ys], -1),
+        torch.stack([x1.expand_as(ys), ys], -1),
+    ]
+    return torch.cat(sides, 1)

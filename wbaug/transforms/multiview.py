@@ -39,6 +39,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from wbaug._checks import check_generator
+from wbaug._random import mix_seed
 from wbaug.landmarks.geometry import apply_transform, small_det
 from wbaug.landmarks.layouts import LandmarkLayout
 from wbaug.landmarks.tracking import track_transform
@@ -164,7 +165,7 @@ class MultiViewTransform:
             return self.generator
         if self._worker_generator is None or self._worker_generator[0] != info.seed:
             base = int(self.generator.initial_seed())
-            g = torch.Generator().manual_seed((base * 1_000_003 + int(info.seed)) % (2**63 - 1))
+            g = torch.Generator().manual_seed(mix_seed(base, int(info.seed)))
             self._worker_generator = (info.seed, g)
         return self._worker_generator[1]
 

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from wbaug.transforms import apply_barycentric, draw_barycentric_params
 from zoo.common.seeding import derive_seed, make_generator
 from zoo.hourglass.config import AugConfig, DataConfig, EltConfig
 
@@ -307,8 +308,8 @@ class TrainSet(torch.utils.data.Dataset):
         image_size: canvas side ``S``.
         aug, elt: augmentation and ELT settings.
         labelled: whether landmarks are used (unlabelled samples return zeros and ``labelled=False``).
-        barycentric: the sampler's paired warp, a callable ``(image, landmarks, *, generator, position)
-            -> (image, landmarks)`` (``position`` indexes ``indices``), or ``None``.
+        barycentric: a fitted paired :class:`~wbaug.sampling.WassersteinBarycentricSampler` on the canvas
+            (see :mod:`zoo.hourglass.augment`), or ``None``.
         cache: keep canvas images in memory.
     """
 
@@ -352,7 +353,16 @@ class TrainSet(torch.utils.data.Dataset):
         image, landmarks = self.canvas(pos)
         u = torch.rand(2, generator=g)
         if self.barycentric is not None and self.labelled and float(u[0]) < self.aug.barycentric_p:
-            image, landmarks = self.barycentric(image, landmarks, generator=g, position=pos)
+            draw = draw_barycentric_params(
+                self.barycentric,
+                landmarks,
+                paired=True,
+                canvas_size=(self.size, self.size),
+                generator=g,
+                grid_stride=self.barycentric.grid_stride,
+            )
+            image = apply_barycentric(image, draw, padding_mode=self.barycentric.padding_mode)
+            landmarks = draw.landmarks[0].to(landmarks.dtype)
         base = torch.eye(3)
         if self.aug.classical and float(u[1]) < self.aug.classical_p:
             base = random_similarity(1, self.size, scale=self.aug.scale, rotate=self.aug.rotate, generator=g)[

@@ -106,10 +106,10 @@ def _loader(dataset: TrainSet, sampler: ShardedEpochSampler, cfg: HourglassConfi
 
 
 def _barycentric_transform(cfg: HourglassConfig, splits: DataSplits) -> Any:
-    """Fit the Wasserstein-barycentric sampler on the labelled landmarks and return the paired warp."""
-    from zoo.hourglass.augment import build_barycentric_warp
+    """Fit the paired Wasserstein-barycentric sampler on the labelled landmarks."""
+    from zoo.hourglass.augment import build_barycentric_sampler
 
-    return build_barycentric_warp(cfg, splits)
+    return build_barycentric_sampler(cfg, splits)
 
 
 def _elt_loss(cfg: HourglassConfig) -> nn.Module:
