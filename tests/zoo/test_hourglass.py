@@ -389,23 +389,25 @@ def test_barycentric_warp_follows_landmarks(tmp_path):
     hence inside the coordinate-wise range of the fitted sets) and moves image content with them: the
     peak of a Gaussian blob rendered at an old landmark is found at the new landmark (a warp that left
     the image alone would read ~0 there whenever the landmark moved by more than 3 px)."""
-    from zoo.hourglass.augment import build_barycentric_warp
+    from wbaug.transforms import apply_barycentric, draw_barycentric_params
+    from zoo.hourglass.augment import build_barycentric_sampler
     from zoo.hourglass.data import build_splits, canvas_landmarks
 
     cfg = _tiny(tmp_path, "bc", data__num_train=24, data__label_budget=12)
     cfg.aug.barycentric = True
     splits = build_splits(cfg.data)
-    warp = build_barycentric_warp(cfg, splits)
+    sampler = build_barycentric_sampler(cfg, splits)
     lm = canvas_landmarks(splits, splits.labelled, 64)
-    fitted = warp.transform.sampler.landmarks_
+    fitted = sampler.landmarks_
     torch.testing.assert_close(fitted, lm)
     moved = 0
     for pos in range(6):
         for k in (8, 30, 36):  # chin, nose tip, eye corner
             blob = gaussian_heatmaps(lm[pos, k : k + 1][None], (64, 64), 1.5)[0]  # (1, 64, 64), peak 1
-            image, new = warp(
-                blob.expand(3, -1, -1).clone(), lm[pos], generator=make_generator(pos), position=pos
+            draw = draw_barycentric_params(
+                sampler, lm[pos], paired=True, canvas_size=(64, 64), generator=make_generator(pos)
             )
+            image, new = apply_barycentric(blob.expand(3, -1, -1).clone(), draw), draw.landmarks[0]
             assert new.shape == (68, 2)
             assert bool((new >= fitted.amin(0) - 1e-4).all() and (new <= fitted.amax(0) + 1e-4).all())
             # the TPS interpolates: output point new[k] samples the input at old[k], the blob's peak

@@ -50,8 +50,11 @@ def masked_index_barycenters(vertices: Tensor, weights: Tensor, visibility: Tens
     seen = visibility[..., None].to(vertices.device)
     num = torch.einsum("bsn,bsnd->bnd", pw, torch.where(seen, vertices, torch.zeros_like(vertices)))
     visible = total > 0
-    out = torch.where(visible[..., None], num / total.clamp_min(torch.finfo(total.dtype).tiny)[..., None],
-                      torch.full_like(num, float("nan")))
+    out = torch.where(
+        visible[..., None],
+        num / total.clamp_min(torch.finfo(total.dtype).tiny)[..., None],
+        torch.full_like(num, float("nan")),
+    )
     return out, visible
 
 

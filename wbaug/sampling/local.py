@@ -285,7 +285,8 @@ class LocalSamplingMixin:
         out_vis = None
         if self.correspondence == "index" and (vis is not None or fitted_vis is not None):
             point_vis = (
-                fitted_vis[table] if fitted_vis is not None
+                fitted_vis[table]
+                if fitted_vis is not None
                 else torch.ones(table.shape + (x.shape[1],), dtype=torch.bool)
             )
             point_vis = point_vis & mask[..., None]

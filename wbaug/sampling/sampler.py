@@ -194,7 +194,9 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
             raise ValueError(f"frame must be 'similarity' or 'fitted', got {frame!r}")
         self.frame = frame
         self.grid_stride = check_nonnegative_int(grid_stride, "grid_stride", minimum=1)
-        self.tps_regularization = check_positive_float(tps_regularization, "tps_regularization", allow_zero=True)
+        self.tps_regularization = check_positive_float(
+            tps_regularization, "tps_regularization", allow_zero=True
+        )
         if padding_mode not in ("zeros", "border", "reflection"):
             raise ValueError(f"padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
         self.padding_mode = padding_mode
@@ -254,7 +256,9 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         if visibility is not None:
             if isinstance(landmarks, (list, tuple)):
                 raise ValueError("visibility needs landmarks as one (M, N, D) array, not a list of clouds")
-            vis = torch.as_tensor(np.asarray(visibility) if not isinstance(visibility, Tensor) else visibility)
+            vis = torch.as_tensor(
+                np.asarray(visibility) if not isinstance(visibility, Tensor) else visibility
+            )
             if vis.dtype != torch.bool:
                 raise TypeError(f"visibility must be a bool array, got dtype {vis.dtype}")
             lm = landmarks if isinstance(landmarks, Tensor) else torch.from_numpy(np.asarray(landmarks))
@@ -492,8 +496,8 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         if self.frame == "fitted" and getattr(self, "canvas_size_", None) != canvas:
             raise ValueError(
                 f"frame='fitted': key-points on a {canvas} canvas but the sampler was fitted on "
-                f"canvas_size={getattr(self, 'canvas_size_', None)} (fit(..., canvas_size=(H, W)) in the same "
-                "frame, or frame='similarity' to align any frame)"
+                f"canvas_size={getattr(self, 'canvas_size_', None)} (fit(..., canvas_size=(H, W)) in the "
+                "same frame, or frame='similarity' to align any frame)"
             )
         n, d = self.n_points_, self.n_dims_
         if kp.ndim not in (2, 3) or tuple(kp.shape[-2:]) != (n, d):
@@ -515,7 +519,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         return {"draw": draw}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        """Apply the draw to one input (torchvision v2 protocol; see :func:`wbaug.transforms.apply_barycentric`)."""
+        """Apply the draw to one input (torchvision v2 protocol; :func:`wbaug.transforms.apply_barycentric`)."""
         return apply_barycentric(inpt, params["draw"], padding_mode=self.padding_mode)
 
     # ------------------------------------------------------------------ hyper-parameters and persistence

@@ -15,9 +15,10 @@ passes through.
 :func:`register_barycentric_kernel` adds a kernel for a type of your own.
 
 Paired warp: the image follows its landmarks, ``out(p) = in(f(p))`` with :math:`f` the thin-plate spline
-with :math:`f(\mathrm{new}_i) = \mathrm{old}_i` (:func:`~wbaug.transforms.tps_grid`). Boxes are mapped
-forwards by the spline :math:`g(\mathrm{old}_i) = \mathrm{new}_i`: the new box is the bounding box of the
-image of the old box's outline (64 points per side).
+with :math:`f(\mathrm{new}_i) = \mathrm{old}_i` (:func:`~wbaug.transforms.tps_grid`). A box becomes the
+bounding box of the output pixels :math:`p` with :math:`f(p)` inside it: exactly the region the warped
+image shows, to one pixel (a forward spline through the landmarks is not the inverse of :math:`f` away
+from them and was off by ~2 px at box corners).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from wbaug._random import generator_device
 from wbaug.transforms.flip import Visibility
-from wbaug.transforms.tps import tps_fit, tps_grid, tps_transform_points
+from wbaug.transforms.tps import tps_grid
 
 __all__ = ["BarycentricParams", "apply_barycentric", "draw_barycentric_params", "register_barycentric_kernel"]
 
@@ -121,7 +122,9 @@ def draw_barycentric_params(
     bsz, n = kp.shape[0], kp.shape[1]
     vis = None
     if visibility is not None:
-        vis = visibility.as_subclass(Tensor) if isinstance(visibility, Tensor) else torch.as_tensor(visibility)
+        vis = (
+            visibility.as_subclass(Tensor) if isinstance(visibility, Tensor) else torch.as_tensor(visibility)
+        )
         vis = vis.to(device="cpu").bool().reshape(bsz, n) if vis.numel() == bsz * n else None
         if vis is None:
             raise ValueError(
@@ -156,8 +159,14 @@ def draw_barycentric_params(
         if out_vis is not None and new_vis is not None:
             out_vis[idx] = new_vis.cpu()
         if paired:
-            grid = _tps_grids(src, new, src_vis if new_vis is None else new_vis, canvas_size,
-                              grid_stride=grid_stride, regularization=tps_regularization)
+            grid = _tps_grids(
+                src,
+                new,
+                src_vis if new_vis is None else new_vis,
+                canvas_size,
+                grid_stride=grid_stride,
+                regularization=tps_regularization,
+            )
     return BarycentricParams(
         applied=gate,
         source=kp,
@@ -259,10 +268,8 @@ def _visibility_kernel(inpt: Tensor, params: BarycentricParams, *, padding_mode:
 
 
 def _warp_pixels(data: Tensor, params: BarycentricParams, mode: str, padding_mode: str) -> Tensor:
-    if params.grid is None or not bool(params.applied.any()):
-        return data
     h, w = params.canvas_size
-    if tuple(data.shape[-2:]) != (h, w) or data.ndim < 3:
+    if tuple(data.shape[-2:]) != (h, w):
         raise ValueError(
             f"canvas_size mismatch: image of shape {tuple(data.shape)} with key-points on a {(h, w)} canvas"
         )
@@ -276,7 +283,10 @@ def _warp_pixels(data: Tensor, params: BarycentricParams, mode: str, padding_mod
     sel = torch.nonzero(params.applied).flatten().to(data.device)
     work = flat[sel] if flat.is_floating_point() else flat[sel].to(torch.float32)
     warped = F.grid_sample(
-        work, params.grid.to(device=work.device, dtype=work.dtype), mode=mode, padding_mode=padding_mode,
+        work,
+        params.grid.to(device=work.device, dtype=work.dtype),
+        mode=mode,
+        padding_mode=padding_mode,
         align_corners=False,
     )
     if not flat.is_floating_point():
@@ -291,12 +301,16 @@ def _warp_pixels(data: Tensor, params: BarycentricParams, mode: str, padding_mod
 @register_barycentric_kernel(tv_tensors.Image)
 @register_barycentric_kernel(tv_tensors.Video)
 def _image_kernel(inpt: Tensor, params: BarycentricParams, *, padding_mode: str) -> Tensor:
+    if params.grid is None or not bool(params.applied.any()):
+        return inpt
     out = _warp_pixels(inpt.as_subclass(Tensor), params, "bilinear", padding_mode)
     return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
 @register_barycentric_kernel(tv_tensors.Mask)
 def _mask_kernel(inpt: Tensor, params: BarycentricParams, *, padding_mode: str) -> Tensor:
+    if params.grid is None or not bool(params.applied.any()):
+        return inpt
     out = _warp_pixels(inpt.as_subclass(Tensor), params, "nearest", padding_mode)
     return tv_tensors.wrap(out, like=inpt)
 
@@ -327,35 +341,29 @@ def _boxes_kernel(inpt: Tensor, params: BarycentricParams, *, padding_mode: str)
     out = boxes.clone()
     for a, b in enumerate(torch.nonzero(params.applied).flatten().tolist()):
         rows = torch.nonzero(owner == b).flatten().to(boxes.device)
-        if rows.numel() == 0:
-            continue
-        src, dst = params.source[b], params.landmarks[b]
-        if params.visibility is not None:
-            keep = params.visibility[b].to(src.device)
-            src, dst = src[keep], dst[keep]
-        forward = tps_fit(src[None].to(torch.float64), dst[None].to(torch.float64))
-        outline = _box_outline(boxes[rows].to(torch.float64)) - 0.5  # box edges -> pixel-centre frame
-        moved = tps_transform_points(outline.reshape(1, -1, 2), src[None], *forward).reshape(outline.shape)
-        moved = moved + 0.5
-        lo, hi = moved.amin(1), moved.amax(1)
-        new = torch.cat([lo, hi], -1)
-        new[:, 0::2] = new[:, 0::2].clamp(0, w)
-        new[:, 1::2] = new[:, 1::2].clamp(0, h)
-        out[rows] = new.to(out.dtype)
+        if rows.numel() > 0:
+            out[rows] = _warp_boxes(boxes[rows], params.grid[a], (h, w)).to(out.dtype)
     out = TF.convert_bounding_box_format(out, old_format=tv_tensors.BoundingBoxFormat.XYXY, new_format=fmt)
     return tv_tensors.wrap(out, like=inpt)
 
 
-def _box_outline(xyxy: Tensor, per_side: int = 64) -> Tensor:
-    """``(K, 4 * per_side, 2)`` points along the outline of ``(K, 4)`` XYXY boxes."""
-    t = torch.linspace(0.0, 1.0, per_side, dtype=xyxy.dtype, device=xyxy.device)[None]
-    x0, y0, x1, y1 = (xyxy[:, i : i + 1] for i in range(4))
-    xs = x0 + (x1 - x0) * t
-    ys = y0 + (y1 - y0) * t
-    sides = [
-        torch.stack([xs, y0.expand_as(xs)], -1),
-        torch.stack([xs, y1.expand_as(xs)], -1),
-        torch.stack([x0.expand_as(ys), ys], -1),
-        torch.stack([x1.expand_as(ys), ys], -1),
-    ]
-    return torch.cat(sides, 1)
+def _warp_boxes(xyxy: Tensor, grid: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(K, 4)`` XYXY boxes after the warp whose ``grid_sample`` grid is ``(H, W, 2)``: the bounding box of
+    the output pixels whose source point lies in the box (what the warped image shows, to one pixel); a
+    box that leaves the canvas becomes an empty ``(0, 0, 0, 0)`` box."""
+    h, w = size
+    g = grid.to(device=xyxy.device, dtype=torch.float64)
+    src_x = (g[..., 0] + 1.0) * (w / 2.0)  # source point in box-edge coordinates (pixel edges at integers)
+    src_y = (g[..., 1] + 1.0) * (h / 2.0)
+    b = xyxy.to(torch.float64)[:, :, None, None]
+    inside = (src_x >= b[:, 0]) & (src_x <= b[:, 2]) & (src_y >= b[:, 1]) & (src_y <= b[:, 3])  # (K, H, W)
+    cols, rows = inside.any(1), inside.any(2)  # (K, W), (K, H)
+    xs = torch.arange(w, device=xyxy.device, dtype=torch.float64)
+    ys = torch.arange(h, device=xyxy.device, dtype=torch.float64)
+    inf = torch.tensor(float("inf"), dtype=torch.float64, device=xyxy.device)
+    x0 = torch.where(cols, xs, inf).amin(1)
+    x1 = torch.where(cols, xs, -inf).amax(1) + 1.0
+    y0 = torch.where(rows, ys, inf).amin(1)
+    y1 = torch.where(rows, ys, -inf).amax(1) + 1.0
+    out = torch.stack([x0, y0, x1, y1], -1)
+    return torch.where(cols.any(1)[:, None], out, torch.zeros_like(out))

@@ -85,8 +85,11 @@ class SanitizeLandmarks(v2.Transform):
             if self.mode == "remove":
                 return Visibility(inpt.as_subclass(Tensor)[inside.to(inpt.device)])
             flags = inpt.as_subclass(Tensor)
-            return Visibility(flags & inside.to(flags.device) if flags.dtype == torch.bool
-                              else flags * inside.to(device=flags.device, dtype=flags.dtype))
+            return Visibility(
+                flags & inside.to(flags.device)
+                if flags.dtype == torch.bool
+                else flags * inside.to(device=flags.device, dtype=flags.dtype)
+            )
         if isinstance(inpt, tv_tensors.KeyPoints) and self.mode == "remove":
             return tv_tensors.wrap(inpt.as_subclass(Tensor)[inside.to(inpt.device)], like=inpt)
         return inpt
@@ -117,7 +120,9 @@ def landmark_collate(batch: Sequence[Any]) -> Any:
         if isinstance(first, tv_tensors.KeyPoints):
             canvases = {tuple(x.canvas_size) for x in batch}
             if len(canvases) != 1:
-                raise ValueError(f"KeyPoints of one batch must share their canvas_size, got {sorted(canvases)}")
+                raise ValueError(
+                    f"KeyPoints of one batch must share their canvas_size, got {sorted(canvases)}"
+                )
         shapes = {tuple(x.shape) for x in batch}
         if len(shapes) != 1:
             raise ValueError(f"cannot stack {type(first).__name__} of different shapes {sorted(shapes)}")
@@ -127,7 +132,9 @@ def landmark_collate(batch: Sequence[Any]) -> Any:
     if isinstance(first, tuple) and hasattr(first, "_fields"):  # namedtuple
         return type(first)(*(landmark_collate(list(s)) for s in zip(*batch)))
     if isinstance(first, (tuple, list)) and not isinstance(first, str):
-        return [landmark_collate(list(s)) for s in zip(*batch)] if isinstance(first, list) else tuple(
-            landmark_collate(list(s)) for s in zip(*batch)
+        return (
+            [landmark_collate(list(s)) for s in zip(*batch)]
+            if isinstance(first, list)
+            else tuple(landmark_collate(list(s)) for s in zip(*batch))
         )
     return default_collate(list(batch))

@@ -78,8 +78,12 @@ class RandomBarycentricWarp(GeometricAugmentationBase2D):
         padding_mode: str = "border",
     ) -> None:
         super().__init__(p=p, same_on_batch=False, keepdim=False)
-        if not getattr(sampler, "is_fitted", False) or not isinstance(getattr(sampler, "landmarks_", None), Tensor):
-            raise ValueError("sampler must be a WassersteinBarycentricSampler fitted on equal-size landmark sets")
+        if not getattr(sampler, "is_fitted", False) or not isinstance(
+            getattr(sampler, "landmarks_", None), Tensor
+        ):
+            raise ValueError(
+                "sampler must be a WassersteinBarycentricSampler fitted on equal-size landmark sets"
+            )
         if padding_mode not in ("zeros", "border", "reflection"):
             raise ValueError(f"padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
         self.sampler = sampler
@@ -93,7 +97,9 @@ class RandomBarycentricWarp(GeometricAugmentationBase2D):
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, Tensor]:
         return self.sampler.draw_variates(int(batch_shape[0]), generator=self.generator)
 
-    def _draw(self, keypoints: Tensor, params: dict[str, Tensor], size: tuple[int, int] | None) -> BarycentricParams:
+    def _draw(
+        self, keypoints: Tensor, params: dict[str, Tensor], size: tuple[int, int] | None
+    ) -> BarycentricParams:
         gate = params.get("batch_prob")
         applied = torch.ones(keypoints.shape[0], dtype=torch.bool) if gate is None else gate.reshape(-1) > 0.5
         return draw_barycentric_params(
@@ -107,7 +113,9 @@ class RandomBarycentricWarp(GeometricAugmentationBase2D):
         )
 
     # ---------------------------------------------------------------- kornia hooks
-    def compute_transformation(self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any]) -> Tensor:
+    def compute_transformation(
+        self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any]
+    ) -> Tensor:
         return torch.eye(3, device=input.device, dtype=input.dtype).expand(input.shape[0], 3, 3)
 
     def apply_transform(
@@ -154,7 +162,9 @@ class RandomBarycentricWarp(GeometricAugmentationBase2D):
         if keypoints is None:
             return super().forward(input, params=params, **kwargs)
         if not isinstance(input, Tensor) or input.ndim != 4:
-            raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(input, 'shape', type(input))}")
+            raise ValueError(
+                f"images must be a (B, C, H, W) tensor, got {getattr(input, 'shape', type(input))}"
+            )
         kp = keypoints.data if isinstance(keypoints, Keypoints) else keypoints
         if not isinstance(kp, Tensor) or kp.ndim != 3 or kp.shape[0] != input.shape[0]:
             raise ValueError(
