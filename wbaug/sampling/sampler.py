@@ -519,7 +519,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         return {"draw": draw}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        """Apply the draw to one input (torchvision v2 protocol; :func:`wbaug.transforms.apply_barycentric`)."""
+        """Apply the draw to one input (v2 protocol; :func:`wbaug.transforms.apply_barycentric`)."""
         return apply_barycentric(inpt, params["draw"], padding_mode=self.padding_mode)
 
     # ------------------------------------------------------------------ hyper-parameters and persistence
