@@ -6,8 +6,9 @@ one run.
    and ``find_cliques``;
 2. sample n (default 7000) barycenters vs a loop of ``ot.lp.free_support_barycenter`` (timed on a subset,
    scaled);
-3. per-sample overhead of the v2 transform inside a DataLoader (landmarks only), and the paired TPS warp at
-   256x256 vs kornia's ``warp_image_tps``;
+3. per-sample overhead of the sampler as a v2 transform inside a DataLoader (landmarks only, with the
+   similarity alignment to the fitted frame), and the paired TPS warp at 256x256 (the warp alone and the
+   whole paired transform: draw + warp) vs kornia's ``warp_image_tps``;
 4. on CUDA (when available): fit and sample timings on the GPU.
 
 Usage::
@@ -30,7 +31,7 @@ from torchvision import tv_tensors
 
 from wbaug.datasets import synthetic_faces
 from wbaug.sampling import WassersteinBarycentricSampler
-from wbaug.transforms import RandomBarycentricLandmarks, tps_warp_image
+from wbaug.transforms import tps_warp_image
 
 
 def _timeit(fn, repeat: int = 1) -> float:
@@ -119,7 +120,7 @@ def transform_overhead(sampler, landmarks: torch.Tensor, n: int) -> tuple[float,
     data = landmarks[:n]
     plain = DataLoader(_FaceImages(data), batch_size=16, collate_fn=_collate)
     aug = DataLoader(
-        _FaceImages(data, RandomBarycentricLandmarks(sampler, p=1.0, seed=0)),
+        _FaceImages(data, sampler),
         batch_size=16,
         collate_fn=_collate,
     )
@@ -130,7 +131,7 @@ def transform_overhead(sampler, landmarks: torch.Tensor, n: int) -> tuple[float,
     return t_aug, t_plain, c_aug, c_plain
 
 
-def tps_vs_kornia(repeat: int) -> dict[str, float]:
+def tps_vs_kornia(repeat: int, paired_sampler) -> dict[str, float]:
     from kornia.geometry.transform import get_tps_transform, warp_image_tps
 
     g = torch.Generator().manual_seed(0)
@@ -145,7 +146,10 @@ def tps_vs_kornia(repeat: int) -> dict[str, float]:
         kw, aw = get_tps_transform(norm(dst), norm(src))
         return warp_image_tps(img, norm(src), kw, aw)
 
+    image = tv_tensors.Image(img[0])
+    keypoints = tv_tensors.KeyPoints(paired_sampler.landmarks_[0], canvas_size=(256, 256))
     out = {
+        "ours_transform": _timeit(lambda: paired_sampler(image, keypoints), repeat),
         "ours_exact": _timeit(lambda: tps_warp_image(img, src, dst), repeat),
         "ours_stride4": _timeit(lambda: tps_warp_image(img, src, dst, grid_stride=4), repeat),
         "kornia": _timeit(kornia_warp, max(1, repeat // 2)),
@@ -182,8 +186,16 @@ def main() -> None:
         report_fit(args, sampler, x, fit_s, pairs)
     if "sample" in sections:
         report_sample(args, sampler)
-    index_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, correspondence="index")
+    index_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, p=1.0)
     index_sampler._set_fitted(
+        sampler.landmarks_,
+        sampler.knn_indices_,
+        sampler.knn_distances_,
+        sampler.distances_,
+        sampler.n_pairs_evaluated_,
+    )
+    paired_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, p=1.0, paired=True)
+    paired_sampler._set_fitted(
         sampler.landmarks_,
         sampler.knn_indices_,
         sampler.knn_distances_,
@@ -203,13 +215,18 @@ def main() -> None:
             f"(overhead {(c_aug - c_plain) * 1e3:.3f} ms)"
         )
     if "tps" in sections:
-        tps = tps_vs_kornia(5 if args.quick else 20)
+        tps = tps_vs_kornia(5 if args.quick else 20, paired_sampler)
         print(
             f"[tps] 256x256, 68 points (1 thread): ours exact {tps['ours_exact'] * 1e3:.1f} ms, ours "
             f"grid_stride=4 {tps['ours_stride4'] * 1e3:.1f} ms, "
             f"kornia warp_image_tps {tps['kornia'] * 1e3:.1f} ms -> "
             f"{tps['kornia'] / tps['ours_exact']:.1f}x (exact), "
             f"{tps['kornia'] / tps['ours_stride4']:.1f}x (stride 4)"
+        )
+        print(
+            f"[paired] the sampler as a paired v2 transform, one 256x256 sample (draw + warp, 1 thread): "
+            f"{tps['ours_transform'] * 1e3:.1f} ms -> {tps['kornia'] / tps['ours_transform']:.1f}x kornia's "
+            "warp alone"
         )
     torch.set_num_threads(threads)
     if torch.cuda.is_available():
@@ -234,8 +251,16 @@ def report_sample(args, sampler) -> None:
     sampler.sample(args.n, generator=torch.Generator().manual_seed(1))
     sample_s = time.perf_counter() - start
     ref_sample = reference_sample_time(sampler, args.ref_samples, args.n)
-    index_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, correspondence="index")
+    index_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, p=1.0)
     index_sampler._set_fitted(
+        sampler.landmarks_,
+        sampler.knn_indices_,
+        sampler.knn_distances_,
+        sampler.distances_,
+        sampler.n_pairs_evaluated_,
+    )
+    paired_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, p=1.0, paired=True)
+    paired_sampler._set_fitted(
         sampler.landmarks_,
         sampler.knn_indices_,
         sampler.knn_distances_,

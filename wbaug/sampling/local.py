@@ -10,12 +10,19 @@ import torch
 from torch import Tensor
 
 from wbaug._random import generator_device
-from wbaug.landmarks.geometry import apply_transform, estimate_similarity, invert_transform
+from wbaug.landmarks.geometry import estimate_similarity
 from wbaug.sampling._validation import Clouds, as_clouds, check_generator
 from wbaug.sampling.barycenters import index_barycenters, masked_index_barycenters, ot_barycenters
 from wbaug.sampling.dirichlet import log_gamma_variates
 
 __all__ = ["LocalSamplingMixin"]
+
+
+def _similarity_apply(points: Tensor, matrix: Tensor) -> Tensor:
+    """``(B, N, D)`` points (float64) through ``(B, D+1, D+1)`` homogeneous maps."""
+    d = points.shape[-1]
+    m = matrix.to(device=points.device, dtype=torch.float64)
+    return points.to(torch.float64) @ m[:, :d, :d].transpose(1, 2) + m[:, None, :d, d]
 
 
 class LocalSamplingMixin:
@@ -162,12 +169,28 @@ class LocalSamplingMixin:
         ).cpu()
         return {"u": u, "log_gamma": log_gamma}
 
+    def _fitted_index_of(self, x: Tensor) -> Tensor:
+        """``(B,)`` index of the fitted set each query equals exactly (-1: none), by hashing (the table is
+        built on first use: one hash per fitted set)."""
+        table = getattr(self, "_hash_table", None)
+        fitted = self.landmarks_
+        if table is None:
+            table = {}
+            for i, row in enumerate(fitted.detach().cpu().numpy()):
+                table.setdefault(hash(row.tobytes()), i)
+            self._hash_table = table
+        rows = x.detach().to("cpu", fitted.dtype).numpy()
+        found = [table.get(hash(r.tobytes()), -1) for r in rows]
+        out = torch.tensor(found, dtype=torch.long)
+        hit = torch.nonzero(out >= 0).flatten()
+        if hit.numel() > 0:  # a hash is not a proof
+            candidates = fitted[out[hit].to(fitted.device)]
+            equal = (candidates == x[hit.to(x.device)].to(fitted.dtype)).flatten(1).all(1)
+            out[hit[~equal.cpu()]] = -1
+        return out
+
     def _frame(self, x: Tensor, vis: Tensor | None, target: Tensor) -> Tensor:
-        """``(B, D+1, D+1)`` similarity moving the queries onto ``target`` (least squares over visible
-        points; identity when ``frame="fitted"``)."""
-        bsz, _, d = x.shape
-        if self.frame == "fitted":
-            return torch.eye(d + 1, dtype=torch.float64).expand(bsz, d + 1, d + 1)
+        """``(B, D+1, D+1)`` least-squares similarity moving the queries onto ``target`` (visible points)."""
         x64 = x.to(torch.float64)
         w = torch.ones(x.shape[:2], dtype=torch.float64) if vis is None else vis.to(torch.float64)
         w = w.to(x.device)
@@ -244,23 +267,37 @@ class LocalSamplingMixin:
         bsz = x.shape[0]
         fitted = self.landmarks_
         xd = x.to(device=fitted.device, dtype=fitted.dtype)
+        # the usual dataset case: the query is one of the fitted sets, in the fitted frame (W2 = 0,
+        # the aligning similarity is the identity); found by hashing, no search, no alignment
+        same = self._fitted_index_of(xd) if vis is None else torch.full((bsz,), -1, dtype=torch.long)
         if nearest is None:
-            frame0 = self._frame(xd, vis, self._mean_shape().expand_as(xd))
-            aligned = apply_transform(xd.to(torch.float64), frame0).to(fitted.dtype)
-            if vis is None:
-                v, _ = self.nearest(aligned)
-            else:
-                v, _ = self.nearest([a[m] for a, m in zip(aligned, vis.to(aligned.device))])
+            v = same.clone()
+            search = torch.nonzero(v < 0).flatten()
+            if search.numel() > 0:
+                sub = xd[search.to(xd.device)]
+                sub_vis = None if vis is None else vis[search]
+                frame0 = self._frame(sub, sub_vis, self._mean_shape().expand_as(sub))
+                aligned = _similarity_apply(sub, frame0).to(fitted.dtype)
+                if sub_vis is None:
+                    v[search] = self.nearest(aligned)[0]
+                else:
+                    v[search] = self.nearest([a[m] for a, m in zip(aligned, sub_vis.to(aligned.device))])[0]
         else:
             v = torch.as_tensor(nearest, dtype=torch.long).reshape(-1).cpu()
             if v.numel() != bsz or bool((v < 0).any()) or bool((v >= self.n_landmark_sets_).any()):
                 raise ValueError(f"nearest must hold {bsz} indices in [0, {self.n_landmark_sets_})")
-        pair_vis = vis
-        if fitted_vis is not None:
-            fv = fitted_vis[v]
-            pair_vis = fv if vis is None else vis & fv
-        frame = self._frame(xd, pair_vis, fitted[v.to(fitted.device)])
-        xa = apply_transform(xd.to(torch.float64), frame).to(fitted.dtype)
+        # rows that must be moved onto their nearest set's frame (none with frame="fitted")
+        moved = (same != v) if self.frame == "similarity" else torch.zeros(bsz, dtype=torch.bool)
+        moved_idx = torch.nonzero(moved).flatten()
+        xa = xd.clone()
+        frame = None
+        if moved_idx.numel() > 0:
+            pair_vis = None if vis is None else vis[moved_idx]
+            if fitted_vis is not None:
+                fv = fitted_vis[v[moved_idx]]
+                pair_vis = fv if pair_vis is None else pair_vis & fv
+            frame = self._frame(xd[moved_idx.to(xd.device)], pair_vis, fitted[v[moved_idx].to(fitted.device)])
+            xa[moved_idx.to(xa.device)] = _similarity_apply(xd[moved_idx.to(xd.device)], frame).to(xa.dtype)
         if variates is None:
             variates = self.draw_variates(bsz, generator=generator)
         u, log_gamma = variates["u"].reshape(-1).cpu(), variates["log_gamma"].cpu()
@@ -303,7 +340,11 @@ class LocalSamplingMixin:
             perm = sigma[torch.arange(bsz, device=sigma.device), s_idx]  # (B, N): query point matched to i
             out = torch.empty_like(bary)
             out.scatter_(1, perm[..., None].expand_as(bary), bary)
-        out = apply_transform(out.to(torch.float64), invert_transform(frame)).to(x.dtype)
+        if frame is not None:  # back to the query's frame
+            rows = moved_idx.to(out.device)
+            out = out.clone()
+            out[rows] = _similarity_apply(out[rows], torch.linalg.inv(frame)).to(out.dtype)
+        out = out.to(x.dtype)
         info = {
             "nearest": v,
             "cliques": cl,

@@ -357,6 +357,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         self._edge_keys = None
         self._edge_perms = None
         self._mean_shape_cache = None
+        self._hash_table = None
 
     def _set_cliques(self, cliques: list[tuple[int, ...]], m: int) -> None:
         self.vertex_weights_, self.clique_probs_ = clique_probabilities(cliques, m)
