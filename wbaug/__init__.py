@@ -21,7 +21,7 @@ from wbaug.ot import free_support_barycenter, pairwise_wasserstein, wasserstein_
 from wbaug.sampling import WassersteinBarycentricSampler
 from wbaug.transforms import LandmarkHorizontalFlip, MultiViewTransform, RandomBarycentricWarp
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BarycenterRegularizer",
