@@ -276,8 +276,11 @@ class LocalSamplingMixin:
             if search.numel() > 0:
                 sub = xd[search.to(xd.device)]
                 sub_vis = None if vis is None else vis[search]
-                frame0 = self._frame(sub, sub_vis, self._mean_shape().expand_as(sub))
-                aligned = _similarity_apply(sub, frame0).to(fitted.dtype)
+                if self.frame == "similarity":
+                    frame0 = self._frame(sub, sub_vis, self._mean_shape().expand_as(sub))
+                    aligned = _similarity_apply(sub, frame0).to(fitted.dtype)
+                else:
+                    aligned = sub
                 if sub_vis is None:
                     v[search] = self.nearest(aligned)[0]
                 else:

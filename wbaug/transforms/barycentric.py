@@ -114,7 +114,7 @@ def draw_barycentric_params(
     """
     if not isinstance(keypoints, Tensor):
         raise TypeError(f"keypoints must be a torch.Tensor, got {type(keypoints).__name__}")
-    kp = keypoints.as_subclass(Tensor).detach()
+    kp = keypoints.as_subclass(Tensor).detach().clone()  # the draw keeps no reference to user data
     if kp.ndim == 2:
         kp = kp[None]
     if kp.ndim != 3:
