@@ -222,7 +222,7 @@ class LocalSamplingMixin:
         computed there and mapped back by :math:`T^{-1}`; so the result is similarity-equivariant and
         always in the query's frame. ``frame="fitted"`` skips the alignment (queries must already be in
         the fitted frame). A clique containing ``v`` is drawn uniformly, :math:`\lambda \sim
-        \mathrm{Dir}(lpha)`, and the barycenter is computed with the query in place of ``v``. In
+        \mathrm{Dir}(\alpha)`, and the barycenter is computed with the query in place of ``v``. In
         ``"ot"`` mode the result is reordered through the query's optimal matching, so output point ``j``
         is where query point ``j`` moved. A query whose ``v`` is isolated is returned unchanged.
 
