@@ -156,16 +156,16 @@ def draw_barycentric_params(
         new, info = sampler.sample_around(src, generator=generator, visibility=src_vis, variates=sub)
         new_vis = info.pop("visibility", None)
         out[idx.to(kp.device)] = new.to(out.dtype)
-        if out_vis is not None and new_vis is not None:
-            out_vis[idx] = new_vis.cpu()
+        # a point is visible after the draw if the sample saw it (occlusion belongs to the image) and the
+        # barycenter defines it; only such points steer the warp
+        keep = src_vis
+        if new_vis is not None:
+            keep = new_vis.cpu() if keep is None else keep & new_vis.cpu()
+        if out_vis is not None and keep is not None:
+            out_vis[idx] = keep
         if paired:
             grid = _tps_grids(
-                src,
-                new,
-                src_vis if new_vis is None else new_vis,
-                canvas_size,
-                grid_stride=grid_stride,
-                regularization=tps_regularization,
+                src, new, keep, canvas_size, grid_stride=grid_stride, regularization=tps_regularization
             )
     return BarycentricParams(
         applied=gate,
