@@ -57,7 +57,8 @@ def read_celeba_table(
         header: the file starts with a count line and a column-name line (landmark and box files).
 
     Raises:
-        FileNotFoundError / ValueError naming the file, the line and the expected layout.
+        FileNotFoundError: the file is missing (the message names it).
+        ValueError: a malformed line (the message names the file, the line and the expected layout).
     """
     p = Path(path)
     if not p.exists():

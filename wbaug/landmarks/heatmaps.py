@@ -87,7 +87,7 @@ def gaussian_heatmaps(
     r"""Render one Gaussian heatmap per landmark (eq. 1 of the manifold-barycenters paper).
 
     .. math::
-        L[k][i, j] = c_k \exp\Big(-\frac{(j - x_k)^2 + (i - y_k)^2}{2\sigma^2}\Big)
+        L_k(i, j) = c_k \exp\Big(-\frac{(j - x_k)^2 + (i - y_k)^2}{2\sigma^2}\Big)
 
     with pixel centres at integers (``(i, j)`` = (row, column) = ``(y, x)``) and ``c_k`` chosen by
     ``normalize``: ``"peak"`` (or ``None``) gives ``c_k = 1`` (value 1 at the landmark), ``"sum"`` makes
@@ -145,7 +145,7 @@ def summed_heatmaps(
 ) -> Tensor:
     r"""One heatmap per *set* of landmarks: the sum over the channels of :func:`gaussian_heatmaps`.
 
-    .. math:: L[i, j] = \sum_k L[k][i, j]
+    .. math:: L(i, j) = \sum_k L_k(i, j)
 
     This is the representation the manifold-barycenters paper uses for unordered landmarks
     (segmentation contours), where channel identity carries no meaning.

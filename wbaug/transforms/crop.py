@@ -203,7 +203,8 @@ class FaceCrop(v2.Transform):
     Example:
         >>> from wbaug.datasets import SyntheticFaces
         >>> ds = SyntheticFaces(2, image_size=256, transforms=FaceCrop(128))
-        >>> ds[0]["image"].shape, ds[0]["landmarks"].canvas_size
+        >>> sample = ds[0]
+        >>> sample["image"].shape, sample["landmarks"].canvas_size
         (torch.Size([3, 128, 128]), (128, 128))
     """
 
