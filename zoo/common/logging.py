@@ -50,7 +50,8 @@ class MetricLogger:
         >>> import tempfile
         >>> log = MetricLogger(tempfile.mkdtemp(), tensorboard=False)
         >>> log.log(1, {"loss": 0.5}); log.log(2, {"loss": 0.4, "lr": 1e-3}); log.close()
-        >>> [r["loss"] for r in log.read("train")]
+        >>> losses = [r["loss"] for r in log.read("train")]
+        >>> losses
         ['0.5', '0.4']
     """
 
