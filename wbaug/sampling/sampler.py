@@ -3,6 +3,7 @@ barycenters" (§3.1), as a fitted estimator."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Sequence
@@ -209,8 +210,19 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         return {key: getattr(self, key) for key in _CONFIG_KEYS}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+        # scikit-learn style: the arguments that differ from their defaults, then the fitted state
+        defaults = {
+            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
+        }
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v)
+        state = "not fitted"
+        if self.is_fitted:
+            n = "ragged" if self.n_points_ is None else self.n_points_
+            state = (
+                f"fitted: M={self.n_landmark_sets_} sets, N={n} points, D={self.n_dims_}, "
+                f"{self.graph_.number_of_edges()} edges, {len(self.cliques_)} cliques"
+            )
+        return f"{type(self).__name__}({args}) [{state}]"
 
     @property
     def is_fitted(self) -> bool:

@@ -93,6 +93,12 @@ class RandomBarycentricWarp(GeometricAugmentationBase2D):
         self.tps_regularization = float(tps_regularization)
         self.padding_mode = padding_mode
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(p={self.p}, paired={self.paired}, grid_stride={self.grid_stride}, "
+            f"padding_mode={self.padding_mode!r}, sampler={self.sampler!r})"
+        )
+
     # ---------------------------------------------------------------- parameters (no data seen)
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, Tensor]:
         return self.sampler.draw_variates(int(batch_shape[0]), generator=self.generator)
