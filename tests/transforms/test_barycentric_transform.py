@@ -513,3 +513,12 @@ def test_save_load_keeps_the_transform_and_the_mask(tmp_path, faces):
     a = draw_barycentric_params(s, kp, generator=torch.Generator().manual_seed(0), p=1.0)
     b = draw_barycentric_params(t, kp, generator=torch.Generator().manual_seed(0), p=1.0)
     torch.testing.assert_close(a.landmarks, b.landmarks, equal_nan=True)
+
+
+def test_repr_says_what_the_sampler_is(faces):
+    s = WassersteinBarycentricSampler(3, p=1.0, paired=True)
+    assert repr(s) == "WassersteinBarycentricSampler(k_neighbors=3, p=1.0, paired=True) [not fitted]"
+    s.fit(faces)
+    text = repr(s)
+    assert "fitted: M=25 sets, N=12 points, D=2" in text and f"{len(s.cliques_)} cliques" in text
+    assert "paired=True" in repr(RandomBarycentricWarp(s, paired=True))
