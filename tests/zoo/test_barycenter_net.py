@@ -18,7 +18,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zoo.barycenter_net.config import tiny_config
+from zoo.barycenter_net.config import smoke_config
 from zoo.barycenter_net.data import (
     PairDataset,
     build_kway_set,
@@ -164,7 +164,7 @@ def test_smoke_train_checkpoint_resume_and_cli(tmp_path, capsys):
     from zoo.barycenter_net.train import main as train_main
     from zoo.barycenter_net.train import train
 
-    cfg = tiny_config(str(tmp_path / "a"))
+    cfg = smoke_config(str(tmp_path / "a"))
     cfg.train.steps = 2
     first = train(cfg)
     out = tmp_path / "a"
@@ -176,7 +176,7 @@ def test_smoke_train_checkpoint_resume_and_cli(tmp_path, capsys):
     ]
     cfg.train.steps = 3
     resumed = train(cfg, resume=True)
-    straight = train_main(["--preset", "tiny", "--train.out_dir", str(tmp_path / "b")])
+    straight = train_main(["--preset", "smoke", "--train.out_dir", str(tmp_path / "b")])
     assert resumed["step"] == straight["step"] == 3
     a, b = _final_weights(out / "checkpoints" / "last.pt"), _final_weights(tmp_path / "b/checkpoints/last.pt")
     for name in a:
@@ -212,7 +212,7 @@ def test_short_training_lowers_held_out_kl(tmp_path):
     from zoo.barycenter_net.evaluate import build_model, evaluate_model
     from zoo.barycenter_net.train import build_data, train
 
-    cfg = tiny_config(str(tmp_path / "run"))
+    cfg = smoke_config(str(tmp_path / "run"))
     cfg.data.num_pairs, cfg.eval.num_problems = 64, 8
     cfg.train.steps, cfg.train.eval_every, cfg.train.ckpt_every = 40, 1000, 1000
     cfg.train.sample_figures = False
@@ -282,7 +282,7 @@ def test_torchrun_two_ranks_share_one_cached_bank(tmp_path):
     out, cache = tmp_path / "ddp", tmp_path / "cache"
     args = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-        "-m", "zoo.barycenter_net.train", "--preset", "tiny", "--train.out_dir", str(out),
+        "-m", "zoo.barycenter_net.train", "--preset", "smoke", "--train.out_dir", str(out),
         "--data.cache_dir", str(cache), "--train.steps", "2", "--train.sample_figures", "false",
     ]  # fmt: skip
     run = subprocess.run(

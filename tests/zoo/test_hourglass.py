@@ -43,7 +43,7 @@ from zoo.common import (
     save_checkpoint,
     save_config,
 )
-from zoo.hourglass.config import HourglassConfig, tiny_config
+from zoo.hourglass.config import HourglassConfig, smoke_config
 from zoo.hourglass.data import random_similarity, sample_to_tensors, warp_images
 from zoo.hourglass.model import StackedHourglass, heatmap_to_image, image_to_heatmap
 from zoo.hourglass.train import heatmap_loss
@@ -103,7 +103,7 @@ def test_config_rejects_bad_input():
 
 
 def test_hourglass_config_round_trip():
-    cfg = tiny_config("x")
+    cfg = smoke_config("x")
     cfg.aug.barycentric = True
     cfg.elt.enabled = True
     assert config_from_dict(HourglassConfig, config_to_dict(cfg)) == cfg
@@ -328,7 +328,7 @@ def test_eval_set_synthetic_large_pose_subset():
 
 # -------------------------------------------------------------------------------------- training
 def _tiny(tmp_path, name, **overrides):
-    cfg = tiny_config(str(tmp_path / name))
+    cfg = smoke_config(str(tmp_path / name))
     cfg.train.tensorboard = False
     for key, value in overrides.items():
         section, attr = key.split("__")

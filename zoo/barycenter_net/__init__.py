@@ -17,7 +17,7 @@ from zoo.barycenter_net.config import (
     OptimConfig,
     TrainConfig,
     cpu_config,
-    tiny_config,
+    smoke_config,
 )
 from zoo.barycenter_net.model import BarycenterNet
 
@@ -30,5 +30,5 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "cpu_config",
-    "tiny_config",
+    "smoke_config",
 ]

@@ -1,7 +1,7 @@
 """Configuration of the BarycenterNet trainer (dataclasses; JSON + ``--section.field`` overrides).
 
 Defaults follow the paper where it is explicit (512² grids, 10k shapes, 100k training pairs, KL loss,
-SGD with warm restarts); :func:`tiny_config` and :func:`cpu_config` are the CPU-sized variants used by
+SGD with warm restarts); :func:`smoke_config` and :func:`cpu_config` are the CPU-sized variants used by
 the smoke test and the short training run reported in ``README.md``.
 """
 
@@ -18,7 +18,7 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "cpu_config",
-    "tiny_config",
+    "smoke_config",
 ]
 
 
@@ -108,7 +108,7 @@ class BarycenterNetConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def tiny_config(out_dir: str = "runs/barycenter_net-tiny") -> BarycenterNetConfig:
+def smoke_config(out_dir: str = "runs/barycenter_net-tiny") -> BarycenterNetConfig:
     """A seconds-long CPU configuration (16² grids, a 2-level narrow net) for smoke tests."""
     return BarycenterNetConfig(
         model=ModelConfig(width=4, depth=2, max_width=8),

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from zoo.barycenter_net.bank import LinearizedPairs, load_or_build_bank
-from zoo.barycenter_net.config import BarycenterNetConfig, cpu_config, tiny_config
+from zoo.barycenter_net.config import BarycenterNetConfig, cpu_config, smoke_config
 from zoo.barycenter_net.data import PairDataset, build_eval_sets, build_training_set
 from zoo.barycenter_net.evaluate import barycenter_figure, build_model, evaluate_model, kl_divergence
 from zoo.common import (
@@ -61,7 +61,7 @@ from zoo.common import (
 
 __all__ = ["PRESETS", "build_data", "main", "train"]
 
-PRESETS = {"paper": BarycenterNetConfig, "cpu": cpu_config, "tiny": tiny_config}
+PRESETS = {"gpu": BarycenterNetConfig, "cpu": cpu_config, "smoke": smoke_config}
 
 
 def build_data(

@@ -19,7 +19,9 @@ from zoo.hourglass.config import (
     ModelConfig,
     OptimConfig,
     TrainConfig,
-    tiny_config,
+    cpu_config,
+    gpu_config,
+    smoke_config,
 )
 from zoo.hourglass.model import StackedHourglass, heatmap_to_image, image_to_heatmap
 
@@ -32,7 +34,9 @@ __all__ = [
     "OptimConfig",
     "StackedHourglass",
     "TrainConfig",
+    "cpu_config",
+    "gpu_config",
     "heatmap_to_image",
     "image_to_heatmap",
-    "tiny_config",
+    "smoke_config",
 ]

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from zoo.hourglass.config import HourglassConfig, ModelConfig
+from zoo.hourglass.config import HourglassConfig, cpu_config, gpu_config
 from zoo.hourglass.data import DataSplits, build_splits, sample_to_tensors
 
 __all__ = ["MODES", "PrerenderedDataset", "format_tables", "main", "mode_config", "run_ablation"]
@@ -81,23 +81,14 @@ def mode_config(base: HourglassConfig, mode: str, budget: int, out: Path) -> Hou
 
 
 def _cpu_base(args: argparse.Namespace) -> HourglassConfig:
-    cfg = HourglassConfig()
-    cfg.model = ModelConfig(stacks=1, width=args.width, depth=3, blocks=1, heatmap_stride=4, sigma=1.5)
-    cfg.data.image_size = 64
-    cfg.data.render_size = 128  # render finer, then crop the face box (× 1.25) to 64 × 64
-    cfg.data.face_crop = True
-    cfg.train.batch_size = 16
-    cfg.train.eval_batch_size = 100
-    cfg.train.device = "cpu"
-    cfg.train.amp = False
+    cfg = cpu_config()
+    cfg.model.width = args.width
     return cfg
 
 
 def _gpu_base(args: argparse.Namespace) -> HourglassConfig:
-    cfg = HourglassConfig()
-    cfg.model = ModelConfig(stacks=2, width=128, depth=4, blocks=1, heatmap_stride=4, sigma=1.5)
-    cfg.data.image_size = 128
-    cfg.data.render_size = 256
+    cfg = gpu_config()
+    cfg.data.render_size = 256  # render finer, then crop the face box (× 1.25) to 128 × 128
     cfg.data.face_crop = True
     cfg.data.num_workers = 4
     cfg.train.batch_size = 32

@@ -243,5 +243,5 @@ def stacked_hourglass(num_landmarks: int = 68, **kwargs) -> StackedHourglass:
 
 @register_model
 def stacked_hourglass_tiny(num_landmarks: int = 68, **kwargs) -> StackedHourglass:
-    """One narrow 2-level stack (the CPU smoke-test size of ``zoo.hourglass.config.tiny_config``)."""
+    """One narrow 2-level stack (the CPU smoke-test size of ``zoo.hourglass.config.smoke_config``)."""
     return StackedHourglass(num_landmarks, **{"stacks": 1, "width": 16, "depth": 2, **kwargs})

@@ -60,12 +60,14 @@ from zoo.common import (
     unwrap_model,
     wrap_ddp,
 )
-from zoo.hourglass.config import HourglassConfig
+from zoo.hourglass.config import HourglassConfig, cpu_config, gpu_config, smoke_config
 from zoo.hourglass.data import DataSplits, EvalSet, TrainSet, build_splits, collate_views
 from zoo.hourglass.evaluate import evaluate_model, log_samples
 from zoo.hourglass.model import StackedHourglass, image_to_heatmap
 
-__all__ = ["build_model", "heatmap_loss", "main", "train"]
+__all__ = ["PRESETS", "build_model", "heatmap_loss", "main", "train"]
+
+PRESETS = {"gpu": gpu_config, "cpu": cpu_config, "smoke": smoke_config}
 
 
 def build_model(cfg: HourglassConfig, num_landmarks: int) -> StackedHourglass:
@@ -383,7 +385,11 @@ def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, split
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command-line entry point (see the module docstring)."""
     return trainer_main(
-        HourglassConfig, train, argv, description="Train a stacked hourglass landmark detector (wbaug zoo)."
+        HourglassConfig,
+        train,
+        argv,
+        description="Train a stacked hourglass landmark detector (wbaug zoo).",
+        presets=PRESETS,
     )
 
 
