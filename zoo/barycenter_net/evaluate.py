@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wbaug.io_atomic import atomic_write_text
 from zoo.barycenter_net.config import BarycenterNetConfig
 from zoo.barycenter_net.data import build_eval_sets, solver_barycenter
 from zoo.barycenter_net.model import BarycenterNet
@@ -246,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     return metrics
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from wbaug.io_atomic import atomic_write_text
 from zoo.barycenter_net.bank import LinearizedPairs, load_or_build_bank
 from zoo.barycenter_net.config import BarycenterNetConfig, cpu_config, tiny_config
 from zoo.barycenter_net.data import PairDataset, build_eval_sets, build_training_set
@@ -245,7 +246,7 @@ def _train(cfg: BarycenterNetConfig, *, resume: bool, ctx: DistributedContext) -
         "parameters": unwrap_model(net).num_parameters(),
     }
     if ctx.is_main:
-        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
     return result
 
 

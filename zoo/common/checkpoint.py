@@ -6,10 +6,11 @@ A checkpoint is a plain dict of tensors and primitive containers::
      "scaler": ..., "config": plain dict, "rng": {"torch": ByteTensor, "cuda": [ByteTensor, ...],
      "generators": {name: ByteTensor}}, "extra": dict}
 
-Writes go to a temporary file in the same directory, are flushed and ``fsync``-ed, then renamed with
-``os.replace`` -- a kill at any moment leaves either the previous or the new checkpoint, never a torn
-one. :class:`CheckpointManager` keeps ``last.pt`` plus the newest ``keep`` numbered files
-(``step_00001000.pt``), so ``--resume`` loses at most one checkpoint interval.
+Writes go through :func:`wbaug.io_atomic.atomic_write` (a ``mkstemp`` file in the same directory,
+flushed and ``fsync``-ed, then renamed with ``os.replace``) -- a kill at any moment leaves either the
+previous or the new checkpoint, never a torn one. :class:`CheckpointManager` keeps ``last.pt`` plus the
+newest ``keep`` numbered files (``step_00001000.pt``), so ``--resume`` loses at most one checkpoint
+interval.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from wbaug.io_atomic import atomic_write
 
 __all__ = [
     "CheckpointManager",
@@ -80,27 +83,8 @@ def restore_rng_state(
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable where the platform allows it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
 
 
 def save_checkpoint(

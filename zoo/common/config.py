@@ -39,6 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from wbaug.io_atomic import atomic_write_text
+
 __all__ = [
     "add_config_arguments",
     "apply_overrides",
@@ -204,19 +206,12 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, _where: str = "")
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
-    """Write ``cfg`` as indented JSON (atomically: temporary file then ``os.replace``).
+    """Write ``cfg`` as indented JSON (atomically, :func:`wbaug.io_atomic.atomic_write`).
 
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(config_to_dict(cfg), fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(config_to_dict(cfg), indent=2, sort_keys=False) + "\n")
 
 
 def load_config(cls: type[T], path: str | os.PathLike) -> T:

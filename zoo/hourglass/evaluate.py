@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from wbaug.io_atomic import atomic_write_text
 from wbaug.landmarks import LandmarkLayout, get_layout
 
 __all__ = [
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"checkpoint {args.checkpoint} (step {ckpt['step']}, mode {cfg.mode_name}); NME-type columns in %")
     print(markdown_table(result["subsets"]))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from wbaug.io_atomic import atomic_write_text
 from wbaug.landmarks import gaussian_heatmaps, get_layout
 from zoo.common import (
     CheckpointManager,
@@ -376,7 +377,7 @@ def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, split
         "train_steps_per_s": totals["steps"] / seconds,
     }
     if ctx.is_main:
-        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
     return result
 
 
