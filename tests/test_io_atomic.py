@@ -149,7 +149,7 @@ def test_sigkill_during_save_keeps_a_loadable_file(tmp_path):
     for r in report["results"]:
         assert r["killed"] and r["ok"], r["err"]
     assert all(p.name.startswith(".s.pt.") for p in _temps(tmp_path))
-    remove_stale_temporaries(target)
+    remove_stale_temporaries(tmp_path, "s.pt")
     assert _temps(tmp_path) == [] and target.exists()
 
 
@@ -266,6 +266,8 @@ def test_remove_stale_temporaries_only_touches_ours(tmp_path):
     others = [tmp_path / ".other.pt.x.wbaug-tmp", tmp_path / "last.pt.tmp", tmp_path / "notes.txt"]
     for p in others:
         p.write_bytes(b"keep")
-    removed = remove_stale_temporaries(target)
+    removed = remove_stale_temporaries(tmp_path, target.name)
     assert sorted(removed) == sorted(ours)
     assert all(p.exists() for p in others)
+    assert remove_stale_temporaries(tmp_path) == [others[0]]  # every target's temporaries
+    assert all(p.exists() for p in others[1:])

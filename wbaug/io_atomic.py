@@ -170,25 +170,25 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "ut
     return Path(path)
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete temporary files :func:`atomic_write` left next to ``path`` when a writer was killed.
+def remove_stale_temporaries(directory: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete temporary files :func:`atomic_write` left in ``directory`` when a writer was killed.
 
-    Only names of the form ``.<name>.<random>.wbaug-tmp`` for this target are touched (and the
-    ``.<name>.tmp<pid>`` names of earlier zoo writers). Call it only when no other process is writing
-    ``path`` (e.g. when a trainer takes over its output directory).
+    Only names of the form ``.<name>.<random>.wbaug-tmp`` (and the ``.<name>.tmp<pid>`` names of earlier
+    zoo writers) are touched -- for the target file ``name`` only, or for every target when ``name`` is
+    None. Call it only when no other process is writing there (e.g. when a trainer takes over its output
+    directory).
 
     Returns:
         The removed paths.
     """
-    p = Path(path)
-    removed = []
-    if not p.parent.is_dir():
+    folder = Path(directory)
+    removed: list[Path] = []
+    if not folder.is_dir():
         return removed
-    prefix = f".{p.name}."
-    legacy = re.compile(re.escape(prefix) + r"tmp\d+")
-    for q in p.parent.iterdir():
-        ours = q.name.startswith(prefix) and q.name.endswith(TEMP_SUFFIX)
-        if (ours or legacy.fullmatch(q.name)) and not q.is_symlink() and q.is_file():
+    stem = re.escape(name) if name is not None else r".+"
+    pattern = re.compile(rf"\.{stem}\.(?:[^/]+{re.escape(TEMP_SUFFIX)}|tmp\d+)")
+    for q in folder.iterdir():
+        if pattern.fullmatch(q.name) and not q.is_symlink() and q.is_file():
             q.unlink(missing_ok=True)
             removed.append(q)
     return removed

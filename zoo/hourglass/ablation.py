@@ -124,7 +124,7 @@ def _run_cell(job: tuple[HourglassConfig, str, int, int]) -> dict[str, Any]:
         crop_margin=splits.crop_margin,
     )
     t0 = time.perf_counter()
-    result = train(cfg, splits=cell_splits)
+    result = train(cfg, splits=cell_splits, overwrite=True)  # an unfinished cell restarts from scratch
     subsets = result.pop("subsets", {})
     return {
         **{k: v for k, v in result.items() if isinstance(v, (int, float, str))},

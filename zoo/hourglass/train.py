@@ -32,7 +32,6 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,12 +46,12 @@ from zoo.common import (
     ShardedEpochSampler,
     all_reduce_mean,
     autocast,
+    claim_out_dir,
     cleanup_distributed,
     config_to_dict,
     derive_seed,
     epoch_batches,
     init_distributed,
-    load_checkpoint,
     make_generator,
     progress,
     save_config,
@@ -126,6 +125,7 @@ def train(
     cfg: HourglassConfig,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     ctx: DistributedContext | None = None,
     splits: DataSplits | None = None,
 ) -> dict:
@@ -133,7 +133,10 @@ def train(
 
     Args:
         cfg: the resolved configuration.
-        resume: continue from ``<out_dir>/checkpoints/last.pt`` when it exists.
+        resume: continue from the newest intact checkpoint in ``<out_dir>/checkpoints`` (``last.pt``, else
+            the newest numbered one); fails when there is none.
+        overwrite: replace the run artifacts in a non-empty ``out_dir`` (without it a new run refuses a
+            non-empty ``out_dir``; see :func:`zoo.common.checkpoint.prepare_run_dir`).
         ctx: distributed context (default: from ``torchrun``'s environment, or a single process).
         splits: pre-built data splits (default: :func:`~zoo.hourglass.data.build_splits` of ``cfg.data``);
             the ablation passes one pre-rendered set to every cell.
@@ -141,15 +144,17 @@ def train(
     own_ctx = ctx is None
     ctx = ctx or init_distributed(cfg.train.device)
     try:
-        return _train(cfg, resume=resume, ctx=ctx, splits=splits)
+        return _train(cfg, resume=resume, overwrite=overwrite, ctx=ctx, splits=splits)
     finally:
         if own_ctx:
             cleanup_distributed()
 
 
-def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, splits: DataSplits | None) -> dict:
+def _train(
+    cfg: HourglassConfig, *, resume: bool, overwrite: bool, ctx: DistributedContext, splits: DataSplits | None
+) -> dict:
     t_cfg = cfg.train
-    out = Path(t_cfg.out_dir)
+    out = claim_out_dir(t_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
     seed_process(t_cfg.seed, ctx.rank)
     device = ctx.device
 
@@ -227,13 +232,11 @@ def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, split
     )
     ckpts = CheckpointManager(out / "checkpoints", keep=t_cfg.keep_checkpoints, enabled=ctx.is_main)
     step, extra = 0, {"best_nme": math.inf}
-    if resume and (latest := ckpts.latest()) is not None:
-        ckpt = load_checkpoint(
-            latest, model=model, optimizer=optimizer, scheduler=scheduler, generators={"loader": loader_gen}
+    if resume:  # the newest intact checkpoint (prepare_run_dir made sure there is one)
+        ckpt = ckpts.load_latest(
+            model=model, optimizer=optimizer, scheduler=scheduler, generators={"loader": loader_gen}
         )
         step, extra = ckpt["step"], {**extra, **ckpt["extra"]}
-    elif resume and ctx.is_main:
-        print(f"--resume: no checkpoint in {out / 'checkpoints'}, starting from scratch")
     if ctx.is_main:
         save_config(cfg, out / "config.json")
     net = wrap_ddp(model, ctx)
