@@ -72,6 +72,11 @@ def _pairs_reversed(raw):
     raw["pair_rows"], raw["pair_cols"] = raw["pair_cols"].clone(), raw["pair_rows"].clone()
 
 
+def _duplicate_pair(raw):
+    for key in ("pair_rows", "pair_cols", "pair_values"):
+        raw[key] = torch.cat([raw[key], raw[key][:1]])
+
+
 def _pair_nan(raw):
     raw["pair_values"][0] = float("nan")
 
@@ -111,6 +116,7 @@ def _version(raw):
         (_knn_distance_mismatch, "disagree with the pair table"),
         (_pairs_reversed, "0 <= row < col"),
         (_pair_nan, "'pair_values' has NaN"),
+        (_duplicate_pair, "duplicate pairs"),
         (_knn_float, "'knn_indices' has dtype"),
         (_k_mismatch, "expected (M, k_neighbors)"),
         (_config_not_json, "not valid JSON"),

@@ -163,7 +163,7 @@ def _landmarks(raw: dict) -> tuple[Tensor | list[Tensor], int]:
     return clouds, len(clouds)
 
 
-def _tables(raw: dict, m: int, config: dict[str, Any]) -> None:
+def _tables(raw: dict, m: int, config: dict[str, Any]) -> Tensor:
     k = config["k_neighbors"]
     idx = _tensor(raw, "knn_indices", (torch.int64,), 2)
     dist = _tensor(raw, "knn_distances", _FLOATS, 2)
@@ -198,28 +198,19 @@ def _tables(raw: dict, m: int, config: dict[str, Any]) -> None:
         bool(torch.isfinite(vals).all()) and bool((vals >= 0).all()),
         "'pair_values' has NaN, infinite or negative values",
     )
-    keys = rows * m + cols
-    sorted_keys, order = torch.sort(keys)
-    _need(
-        sorted_keys.numel() < 2 or bool((sorted_keys[1:] > sorted_keys[:-1]).all()),
-        "duplicate pairs in the pair table",
-    )
+    # the dense symmetric table the sampler uses (NaN: not evaluated); a duplicate pair leaves fewer entries
+    full = torch.full((m, m), float("nan"), dtype=torch.float64)
+    full.fill_diagonal_(0.0)
+    full[rows, cols] = vals.double()
+    full[cols, rows] = vals.double()
+    _need(int(torch.isfinite(full).sum()) == m + 2 * vals.numel(), "duplicate pairs in the pair table")
     # every kNN edge is an evaluated pair with the same distance
-    i = torch.arange(m)[:, None].expand_as(idx)[present]
-    j = idx[present]
-    edge_keys = torch.minimum(i, j) * m + torch.maximum(i, j)
-    if edge_keys.numel():
-        _need(sorted_keys.numel() > 0, "'knn_indices' names pairs missing from the pair table")
-        pos = torch.searchsorted(sorted_keys, edge_keys).clamp(max=sorted_keys.numel() - 1)
-        _need(
-            bool((sorted_keys[pos] == edge_keys).all()),
-            "'knn_indices' names pairs missing from the pair table",
-        )
-        stored = vals[order][pos].double()
-        _need(
-            torch.allclose(stored, dist[present].double(), rtol=1e-5, atol=1e-6),
-            "'knn_distances' disagree with the pair table",
-        )
+    stored = full[torch.arange(m)[:, None].expand_as(idx)[present], idx[present]]
+    _need(bool(torch.isfinite(stored).all()), "'knn_indices' names pairs missing from the pair table")
+    _need(
+        torch.allclose(stored, dist[present].double(), rtol=1e-5, atol=1e-6),
+        "'knn_distances' disagree with the pair table",
+    )
     n_pairs = raw["n_pairs_evaluated"]
     _need(
         isinstance(n_pairs, int)
@@ -231,6 +222,7 @@ def _tables(raw: dict, m: int, config: dict[str, Any]) -> None:
     _need(
         isinstance(fit_time, float) and math.isfinite(fit_time) and fit_time >= 0, f"'fit_time'={fit_time!r}"
     )
+    return full
 
 
 def validate_state(raw: Any, path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -264,14 +256,11 @@ def validate_state(raw: Any, path: str | Path) -> tuple[dict[str, Any], dict[str
             config["correspondence"] != "index" or isinstance(clouds, Tensor),
             "correspondence='index' needs landmark sets of equal size",
         )
-        _tables(raw, m, config)
+        full = _tables(raw, m, config)
     except _Invalid as err:
         raise ValueError(f"{where}: invalid sampler file: {err}") from None
     ref = clouds if isinstance(clouds, Tensor) else clouds[0]
-    full = torch.full((m, m), float("nan"), dtype=ref.dtype)
-    full.fill_diagonal_(0.0)
-    full[raw["pair_rows"], raw["pair_cols"]] = raw["pair_values"].to(ref.dtype)
-    full[raw["pair_cols"], raw["pair_rows"]] = raw["pair_values"].to(ref.dtype)
+    full = full.to(ref.dtype)
     state = {
         "landmarks": clouds,
         "knn_indices": raw["knn_indices"],
