@@ -184,7 +184,18 @@ def test_smoke_train_checkpoint_resume_and_cli(tmp_path, capsys):
     last.write_bytes(last.read_bytes()[:1000])
     with pytest.warns(RuntimeWarning, match="step_00000002.pt"):
         resumed = train(cfg, resume=True)
-    straight = train_main(["--preset", "tiny", "--train.out_dir", str(tmp_path / "b")])
+    # the uninterrupted run goes into a used out_dir: --overwrite replaces the old run's files
+    (tmp_path / "b" / "logs").mkdir(parents=True)
+    (tmp_path / "b" / "logs" / "train.csv").write_text("step,kl\n7,0.1\n8,0.2\n")
+    (tmp_path / "b" / "config.json").write_text("{}")
+    straight = train_main(["--preset", "tiny", "--train.out_dir", str(tmp_path / "b"), "--overwrite"])
+    assert [
+        r.split(",")[0] for r in (tmp_path / "b" / "logs" / "train.csv").read_text().splitlines()[1:]
+    ] == [
+        "1",
+        "2",
+        "3",
+    ]
     assert resumed["step"] == straight["step"] == 3
     a, b = _final_weights(out / "checkpoints" / "last.pt"), _final_weights(tmp_path / "b/checkpoints/last.pt")
     for name in a:
