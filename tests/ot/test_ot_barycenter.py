@@ -269,6 +269,43 @@ def test_differentiable_in_clouds_and_weights():
     assert w.grad is not None and torch.isfinite(w.grad).all()
 
 
+def test_backward_with_mask_and_assignment():
+    """Masked clouds + return_assignment: backward used to crash ("index -1 is out of bounds": the
+    assignment saved for backward was overwritten with -1 in place). gradcheck passes, the gradient is
+    w_k at the matched points (zero on the masked cloud), and the returned sigma is -1 only there."""
+    g = _gen(31)
+    clouds = torch.randn(2, 3, 6, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    w = torch.tensor([[0.3, 0.7, 0.0], [0.2, 0.0, 0.8]], dtype=torch.float64)
+
+    def bary(c):
+        return free_support_barycenter(c, w, mask=mask, return_assignment=True)[0]
+
+    assert torch.autograd.gradcheck(bary, (clouds,))
+    out, sigma = free_support_barycenter(clouds, w, mask=mask, return_assignment=True)
+    out.sum().backward()
+    assert (sigma[0, 2] == -1).all() and (sigma[mask] >= 0).all()
+    expect = torch.zeros_like(clouds)
+    for b, k in zip(*torch.nonzero(mask, as_tuple=True)):
+        expect[b, k, sigma[b, k]] = w[b, k]
+    torch.testing.assert_close(clouds.grad, expect)
+
+
+def test_backward_through_clique_ot_barycenters():
+    """The sampler's correspondence="ot" path (padded cliques) is differentiable in the vertices."""
+    from wbaug.sampling.barycenters import ot_barycenters
+
+    g = _gen(32)
+    vertices = torch.randn(3, 4, 5, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, False], [True] * 4])
+    w = torch.where(mask, _dirichlet((3, 4), g), torch.zeros(()))
+    w = w / w.sum(1, keepdim=True)
+    bary, sigma = ot_barycenters(vertices, w, mask)
+    bary.square().sum().backward()
+    assert torch.isfinite(vertices.grad).all() and (vertices.grad[~mask] == 0).all()
+    assert (sigma[~mask] == -1).all()
+
+
 def test_max_iter_and_module():
     """max_iter=1 returns one update from the init; the module matches the function."""
     g = _gen(14)

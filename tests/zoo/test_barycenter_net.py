@@ -6,8 +6,9 @@
 * data: linearised targets built from per-shape maps equal the direct solver (the paper's trick is
   exact); the square's symmetries used as augmentation commute with the solver barycenter;
 * metrics: KL / L1 equal a direct NumPy evaluation;
-* training: a CPU smoke run (3 steps, eval, checkpoint, figure), a resume bit-identical to an
-  uninterrupted run, a 40-step run that lowers the held-out KL, and the evaluation CLI.
+* training: a CPU smoke run (3 steps, eval, checkpoint, figure), a resume (from the numbered checkpoint
+  when last.pt is torn) bit-identical to an uninterrupted run, a re-run into the used out_dir refused,
+  a 40-step run that lowers the held-out KL, and the evaluation CLI.
 """
 
 import json
@@ -28,6 +29,7 @@ from zoo.barycenter_net.data import (
 )
 from zoo.barycenter_net.evaluate import kl_divergence, l1_distance
 from zoo.barycenter_net.model import BarycenterNet
+from zoo.common.checkpoint import RunDirError
 
 
 def _densities(b, k, size, seed):
@@ -175,8 +177,25 @@ def test_smoke_train_checkpoint_resume_and_cli(tmp_path, capsys):
         "step00000002_k3.png",
     ]
     cfg.train.steps = 3
-    resumed = train(cfg, resume=True)
-    straight = train_main(["--preset", "smoke", "--train.out_dir", str(tmp_path / "b")])
+    with pytest.raises(RunDirError, match="not empty"):  # no silent mixing with the old run
+        train(cfg)
+    # a torn last.pt: --resume falls back to the intact step_00000002.pt, still bit-identical
+    last = out / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.warns(RuntimeWarning, match="step_00000002.pt"):
+        resumed = train(cfg, resume=True)
+    # the uninterrupted run goes into a used out_dir: --overwrite replaces the old run's files
+    (tmp_path / "b" / "logs").mkdir(parents=True)
+    (tmp_path / "b" / "logs" / "train.csv").write_text("step,kl\n7,0.1\n8,0.2\n")
+    (tmp_path / "b" / "config.json").write_text("{}")
+    straight = train_main(["--preset", "smoke", "--train.out_dir", str(tmp_path / "b"), "--overwrite"])
+    assert [
+        r.split(",")[0] for r in (tmp_path / "b" / "logs" / "train.csv").read_text().splitlines()[1:]
+    ] == [
+        "1",
+        "2",
+        "3",
+    ]
     assert resumed["step"] == straight["step"] == 3
     a, b = _final_weights(out / "checkpoints" / "last.pt"), _final_weights(tmp_path / "b/checkpoints/last.pt")
     for name in a:

@@ -8,11 +8,15 @@ centre is ``(0, 0)``). The iBUG/300-W ``.pts`` files are 1-based (Matlab: the to
 from __future__ import annotations
 
 import csv
+import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from wbaug.io_atomic import atomic_write_text
 
 __all__ = ["IMAGE_EXTENSIONS", "image_size", "load_landmarks", "read_image", "read_pts", "write_pts"]
 
@@ -106,15 +110,31 @@ def read_pts(path: str | os.PathLike, *, one_based: bool = True) -> torch.Tensor
     return arr.to(torch.float32)
 
 
-def write_pts(path: str | os.PathLike, points: torch.Tensor | np.ndarray, *, one_based: bool = True) -> None:
-    """Write ``(N, 2)`` or ``(N, 3)`` 0-based landmarks as an iBUG ``.pts`` file (1-based by default)."""
-    arr = torch.as_tensor(points, dtype=torch.float64).detach().cpu()
+def write_pts(path: str | os.PathLike, points: torch.Tensor | np.ndarray, *, one_based: bool = True) -> Path:
+    """Write ``(N, 2)`` or ``(N, 3)`` 0-based landmarks as an iBUG ``.pts`` file (1-based by default).
+
+    The file is replaced atomically (:func:`wbaug.io_atomic.atomic_write`; a symlink at ``path`` is
+    refused). Returns ``Path(path)``.
+
+    Raises:
+        TypeError: ``points`` is not a real-valued tensor/array.
+        ValueError: ``points`` is not ``(N, 2)``/``(N, 3)`` or holds NaN/inf.
+    """
+    if not isinstance(points, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"points must be a torch.Tensor or numpy.ndarray, got {type(points).__name__}")
+    if points.dtype in (torch.bool, np.bool_) or (
+        points.is_complex() if isinstance(points, torch.Tensor) else np.iscomplexobj(points)
+    ):
+        raise TypeError(f"points must hold real numbers, got dtype {points.dtype}")
+    arr = torch.as_tensor(points).detach().cpu().to(torch.float64)
     if arr.ndim != 2 or arr.shape[1] not in (2, 3):
         raise ValueError(f"points must have shape (N, 2) or (N, 3), got {tuple(arr.shape)}")
+    if not bool(torch.isfinite(arr).all()):
+        raise ValueError("points contains NaN or infinite values")
     if one_based:
         arr = arr + 1.0
-    body = "\n".join(" ".join(f"{v:.6f}" for v in row) for row in arr.tolist())
-    Path(path).write_text(f"version: 1\nn_points:  {arr.shape[0]}\n{{\n{body}\n}}\n", encoding="utf-8")
+    body = "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in arr.tolist())
+    return atomic_write_text(path, f"version: 1\nn_points:  {arr.shape[0]}\n{{\n{body}}}\n")
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
@@ -161,12 +181,26 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _load_csv(p: Path, dim: int) -> torch.Tensor | list[torch.Tensor]:
-    if p.suffix.lower() == ".txt" and "," not in p.read_text(encoding="utf-8"):
-        rows = [ln.split() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    else:
+def _finite_sets(p: Path, sets: list[torch.Tensor]) -> list[torch.Tensor]:
+    for i, s in enumerate(sets):
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError(f"{p}: landmark set {i} contains NaN or infinite coordinates")
+    return sets
+
+
+def _read_csv_rows(p: Path) -> list[list[str]]:
+    try:
+        text = p.read_text(encoding="utf-8")
+        if p.suffix.lower() == ".txt" and "," not in text:
+            return [ln.split() for ln in text.splitlines() if ln.strip()]
         with p.open(newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+            return [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{p}: not a text landmark table ({type(err).__name__}: {err})") from None
+
+
+def _load_csv(p: Path, dim: int) -> torch.Tensor | list[torch.Tensor]:
+    rows = _read_csv_rows(p)
     if not rows:
         raise ValueError(
             f"{p}: empty CSV; expected one landmark set per row (x0,y0,x1,y1,...) or a long table"
@@ -186,12 +220,20 @@ def _load_csv(p: Path, dim: int) -> torch.Tensor | list[torch.Tensor]:
                 pt = [float(r[cols[c]]) for c in ("x", "y", "z") if c in cols]
             except (ValueError, IndexError):
                 raise ValueError(f"{p}: line {ln}: bad row {r!r}; {layout}") from None
+            if not all(map(math.isfinite, pt)):
+                raise ValueError(f"{p}: line {ln}: NaN or infinite coordinate in {r!r}")
             groups.setdefault(r[key_col] if key_col is not None else "", []).append(pt)
+        if not groups:
+            raise ValueError(f"{p}: header only, no landmark rows; {layout}")
         return _stack_or_list([torch.tensor(v, dtype=torch.float32) for v in groups.values()])
-    if not all(_is_number(c) for c in rows[0][1:]):
-        rows = rows[1:]  # a header row of names
+    # a header row holds names only: not one numeric cell (a data row with a typo is an error, not a header)
+    first = 1
+    if not any(_is_number(c) for c in rows[0] if c.strip()):
+        rows, first = rows[1:], 2
+        if not rows:
+            raise ValueError(f"{p}: header only, no landmark rows; {layout}")
     sets = []
-    for ln, r in enumerate(rows, start=1):
+    for ln, r in enumerate(rows, start=first):
         vals = r[1:] if not _is_number(r[0]) else r
         try:
             nums = [float(v) for v in vals if v.strip()]
@@ -199,12 +241,68 @@ def _load_csv(p: Path, dim: int) -> torch.Tensor | list[torch.Tensor]:
             raise ValueError(f"{p}: line {ln}: non-numeric value in {r!r}; {layout}") from None
         if not nums or len(nums) % dim:
             raise ValueError(f"{p}: line {ln}: {len(nums)} values is not a multiple of dim={dim}; {layout}")
+        if not all(map(math.isfinite, nums)):
+            raise ValueError(f"{p}: line {ln}: NaN or infinite coordinate in {r!r}")
         sets.append(torch.tensor(nums, dtype=torch.float32).view(-1, dim))
     return _stack_or_list(sets)
 
 
+def _load_array(p: Path) -> np.ndarray:
+    """The numeric array of a ``.npy``/``.npz`` file (no pickle); every failure names ``p``."""
+    try:
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                keys = list(data.keys())
+                if "landmarks" in keys:
+                    key = "landmarks"
+                elif len(keys) == 1:
+                    key = keys[0]
+                else:
+                    raise ValueError(
+                        f"{p}: .npz with keys {keys}; expected a 'landmarks' array or a single array"
+                    )
+                arr = np.asarray(data[key])
+        else:
+            arr = np.asarray(data)
+    except ValueError as err:
+        if str(err).startswith(str(p)):
+            raise
+        raise ValueError(
+            f"{p}: cannot load a numeric array ({err}); expected a float array (M, N, D)"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise ValueError(
+            f"{p}: not a readable .npy/.npz file ({type(err).__name__}: {err}); "
+            "expected a float array (M, N, D)"
+        ) from None
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{p}: complex array (dtype {arr.dtype}); expected real coordinates (M, N, D)")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{p}: array of dtype {arr.dtype}; expected a float array (M, N, D)")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[-1] not in (2, 3):
+        raise ValueError(f"{p}: array of shape {arr.shape}; expected (M, N, D) or (N, D) with D in (2, 3)")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError(f"{p}: array contains NaN or infinite coordinates")
+    return arr
+
+
+def _cast(
+    sets: torch.Tensor | list[torch.Tensor], dtype: torch.dtype | None
+) -> torch.Tensor | list[torch.Tensor]:
+    if dtype is None or dtype == torch.float32:
+        return sets
+    return sets.to(dtype) if isinstance(sets, torch.Tensor) else [s.to(dtype) for s in sets]
+
+
 def load_landmarks(
-    path: str | os.PathLike, *, dim: int = 2, one_based_pts: bool = True
+    path: str | os.PathLike,
+    *,
+    dim: int = 2,
+    one_based_pts: bool = True,
+    dtype: torch.dtype | None = torch.float32,
 ) -> torch.Tensor | list[torch.Tensor]:
     """Load a collection of landmark sets from ``.npy``, ``.npz``, ``.csv``, ``.pts`` or a folder of ``.pts``.
 
@@ -221,9 +319,16 @@ def load_landmarks(
         path: file or directory.
         dim: ``D`` for wide CSV rows.
         one_based_pts: subtract 1 from ``.pts`` coordinates (the iBUG convention).
+        dtype: ``torch.float32`` (default) or ``torch.float64``; ``None`` keeps a float64 ``.npy``/``.npz``
+            array as float64 (everything else loads as float32).
 
     Returns:
-        ``(M, N, D)`` float32 tensor when every set has the same size, else a list of ``(N_i, D)``.
+        ``(M, N, D)`` tensor when every set has the same size, else a list of ``(N_i, D)``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (or a folder holds no ``.pts``).
+        ValueError: the file is unreadable (binary, truncated, object/pickled arrays), holds NaN, inf,
+            complex or non-numeric values, or has the wrong shape; the message starts with the path.
 
     Example:
         >>> load_landmarks("train_landmarks.npy").shape  # doctest: +SKIP
@@ -231,6 +336,8 @@ def load_landmarks(
     """
     if dim not in (2, 3):
         raise ValueError(f"dim must be 2 or 3, got {dim}")
+    if dtype not in (None, torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32, torch.float64 or None, got {dtype}")
     p = _path(path, "landmark file or folder")
     if p.is_dir():
         files = sorted(p.rglob("*.pts"))
@@ -238,39 +345,17 @@ def load_landmarks(
             raise FileNotFoundError(
                 f"{p}: no .pts files in this folder; expected <name>.pts files ({PTS_LAYOUT})"
             )
-        return _stack_or_list([read_pts(f, one_based=one_based_pts) for f in files])
+        return _cast(_stack_or_list([read_pts(f, one_based=one_based_pts) for f in files]), dtype)
     suffix = p.suffix.lower()
     if suffix == ".pts":
-        return read_pts(p, one_based=one_based_pts).unsqueeze(0)
+        return _cast(read_pts(p, one_based=one_based_pts).unsqueeze(0), dtype)
     if suffix in (".npy", ".npz"):
-        try:
-            data = np.load(p, allow_pickle=False)
-        except ValueError as err:
-            raise ValueError(
-                f"{p}: cannot load a numeric array ({err}); expected a float array (M, N, D)"
-            ) from None
-        if suffix == ".npz":
-            keys = list(data.keys())
-            if "landmarks" in keys:
-                data = data["landmarks"]
-            elif len(keys) == 1:
-                data = data[keys[0]]
-            else:
-                raise ValueError(
-                    f"{p}: .npz with keys {keys}; expected a 'landmarks' array or a single array"
-                )
-        arr = np.asarray(data)
-        if not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"{p}: array of dtype {arr.dtype}; expected a float array (M, N, D)")
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3 or arr.shape[-1] not in (2, 3):
-            raise ValueError(
-                f"{p}: array of shape {arr.shape}; expected (M, N, D) or (N, D) with D in (2, 3)"
-            )
-        return torch.from_numpy(arr.astype(np.float32))
+        arr = _load_array(p)
+        if dtype is None:
+            dtype = torch.float64 if arr.dtype == np.float64 else torch.float32
+        return torch.from_numpy(arr.astype(np.float64 if dtype == torch.float64 else np.float32))
     if suffix in (".csv", ".txt"):
-        return _load_csv(p, dim)
+        return _cast(_load_csv(p, dim), dtype)
     raise ValueError(
         f"{p}: unsupported landmark file type {suffix!r}; expected .npy, .npz, .csv, .pts or a folder"
     )

@@ -178,7 +178,26 @@ def bilinear_splat(points: Tensor, masses: Tensor, size: tuple[int, int]) -> Ten
 
     Returns:
         ``(B, H, W)`` grid; points are clamped to the canvas so no mass is lost.
+
+    Raises:
+        ValueError: wrong shapes, NaN/infinite points, negative or non-finite masses, a bad ``size``.
     """
+    if not isinstance(points, Tensor) or points.ndim != 3 or points.shape[-1] != 2:
+        got = getattr(points, "shape", type(points).__name__)
+        raise ValueError(f"points must be a tensor of shape (B, P, 2), got {got}")
+    if not isinstance(masses, Tensor) or masses.shape != points.shape[:2]:
+        got = getattr(masses, "shape", type(masses).__name__)
+        raise ValueError(f"masses must be a tensor of shape {tuple(points.shape[:2])}, got {got}")
+    if not points.is_floating_point() or not bool(torch.isfinite(points).all()):
+        raise ValueError("points must be floating and finite (no NaN or infinite coordinates)")
+    if not bool(torch.isfinite(masses).all()) or bool((masses < 0).any()):
+        raise ValueError("masses must be finite and non-negative")
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+    ):
+        raise ValueError(f"size must be (H, W) with positive ints, got {size!r}")
     h, w = size
     x = points[..., 0].clamp(0, w - 1)
     y = points[..., 1].clamp(0, h - 1)

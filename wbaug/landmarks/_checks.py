@@ -19,8 +19,11 @@ __all__ = [
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def check_points(x: object, name: str, *, dims: Sequence[int] = (2, 3), min_ndim: int = 2) -> Tensor:
-    """Check that ``x`` is a floating tensor of shape ``(..., N, D)`` with ``D`` in ``dims``."""
+def check_points(
+    x: object, name: str, *, dims: Sequence[int] = (2, 3), min_ndim: int = 2, finite: bool = False
+) -> Tensor:
+    """Check that ``x`` is a floating tensor of shape ``(..., N, D)`` with ``D`` in ``dims`` (and, with
+    ``finite``, free of NaN/inf -- for functions with no notion of a missing landmark)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., N, D), got {type(x).__name__}")
     if x.ndim < min_ndim:
@@ -31,6 +34,8 @@ def check_points(x: object, name: str, *, dims: Sequence[int] = (2, 3), min_ndim
         raise ValueError(f"{name} must have last dimension D in {tuple(dims)}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    if finite and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
     return x
 
 

@@ -47,8 +47,8 @@ def _sigma_tensor(sigma: float | Tensor, ref: Tensor) -> Tensor:
     """Return sigma as a tensor broadcastable to ``ref.shape + (1,)`` (``ref`` is ``(..., N)``)."""
     if isinstance(sigma, Tensor):
         s = sigma.to(dtype=ref.dtype, device=ref.device)
-        if not bool((s > 0).all()):
-            raise ValueError("sigma must be positive")
+        if not bool(((s > 0) & torch.isfinite(s)).all()):
+            raise ValueError("sigma must be finite and > 0 everywhere")
         try:
             if torch.broadcast_shapes(s.shape, ref.shape) != ref.shape:
                 raise RuntimeError
@@ -59,8 +59,8 @@ def _sigma_tensor(sigma: float | Tensor, ref: Tensor) -> Tensor:
         return s.unsqueeze(-1)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
         raise TypeError(f"sigma must be a positive float or a tensor, got {type(sigma).__name__}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
     return torch.tensor(float(sigma), dtype=ref.dtype, device=ref.device)
 
 
@@ -115,6 +115,8 @@ def gaussian_heatmaps(
     Reference: Bespalov et al., *Data augmentation with manifold barycenters*, eq. (1).
     """
     check_points(coords, "coords", dims=(2,))
+    if not bool(torch.isfinite(coords).all()):
+        raise ValueError("coords contains NaN or infinite values (mark missing landmarks with visibility)")
     size = _check_size(size)
     if normalize not in ("peak", "sum", "pdf", None):
         raise ValueError(f"normalize must be 'peak', 'sum', 'pdf' or None, got {normalize!r}")
@@ -302,6 +304,9 @@ def heatmap_argmax(
         raise ValueError(f"refine must be 'log_parabola', 'parabola', 'quarter' or None, got {refine!r}")
     h, w = heatmaps.shape[-2:]
     flat = heatmaps.detach().flatten(-2)
+    if bool(torch.isnan(flat).any()):
+        bad = torch.isnan(flat).any(-1).nonzero()[0].tolist()
+        raise ValueError(f"heatmaps contains NaN values (first in channel {tuple(bad)}); no maximum exists")
     values, idx = flat.max(-1)
     iy, ix = idx // w, idx % w
     x = ix.to(heatmaps.dtype)

@@ -75,8 +75,8 @@ def barycenter_regularizer(
     Reference: BRULÉ §4, "Barycenter regularizer"; Cuturi & Doucet (2014) for the barycenter itself.
     """
     check_reduction(reduction)
-    check_points(landmarks, "landmarks")
-    check_points(barycenter, "barycenter")
+    check_points(landmarks, "landmarks", finite=True)
+    check_points(barycenter, "barycenter", finite=True)
     if landmarks.ndim != 3:
         raise ValueError(f"landmarks must have shape (B, N, D), got {tuple(landmarks.shape)}")
     if barycenter.ndim == 2:

@@ -9,6 +9,7 @@ lack the pairwise correspondence". Both are here, batched and differentiable (ex
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -29,14 +30,14 @@ __all__ = [
 
 def _as_batch(x: Tensor | Sequence[Tensor], name: str) -> list[Tensor] | Tensor:
     if isinstance(x, Tensor):
-        check_points(x, name)
+        check_points(x, name, finite=True)
         if x.ndim != 3:
             raise ValueError(f"{name} must have shape (B, N, D), got {tuple(x.shape)}")
         return x
     if not isinstance(x, Sequence) or len(x) == 0:
         raise TypeError(f"{name} must be a (B, N, D) tensor or a non-empty list of (N_i, D) tensors")
     for i, t in enumerate(x):
-        check_points(t, f"{name}[{i}]")
+        check_points(t, f"{name}[{i}]", finite=True)
         if t.ndim != 2 or t.shape[0] == 0:
             raise ValueError(f"{name}[{i}] must have shape (N_i, D) with N_i >= 1, got {tuple(t.shape)}")
     return list(x)
@@ -165,6 +166,12 @@ def heatmap_cross_entropy(
         raise ValueError(
             f"logits and target must have the same shape, got {tuple(logits.shape)} and {tuple(target.shape)}"
         )
+    if not bool(torch.isfinite(target).all()) or bool((target < 0).any()):
+        raise ValueError("target must hold finite, non-negative values (heatmaps are normalised per channel)")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a number > 0, got {type(temperature).__name__}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     tgt = target.flatten(-2)
     tgt = tgt / tgt.sum(-1, keepdim=True).clamp_min(torch.finfo(tgt.dtype).tiny)
     logp = F.log_softmax(logits.flatten(-2) / temperature, dim=-1)

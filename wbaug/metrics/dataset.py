@@ -26,14 +26,14 @@ __all__ = ["landmark_cost_matrix", "dataset_ot_distance", "landmark_density", "l
 
 def _as_collection(x: Tensor | Sequence[Tensor], name: str) -> Tensor | list[Tensor]:
     if isinstance(x, Tensor):
-        check_points(x, name)
+        check_points(x, name, finite=True)
         if x.ndim != 3 or x.shape[0] == 0:
             raise ValueError(f"{name} must have shape (M, N, D) with M >= 1, got {tuple(x.shape)}")
         return x
     if not isinstance(x, Sequence) or len(x) == 0:
         raise TypeError(f"{name} must be a (M, N, D) tensor or a non-empty list of (N_i, D) tensors")
     for i, t in enumerate(x):
-        check_points(t, f"{name}[{i}]")
+        check_points(t, f"{name}[{i}]", finite=True)
     return list(x)
 
 

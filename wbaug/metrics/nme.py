@@ -210,8 +210,8 @@ def ot_nme(
     if reduction not in ("none", "mean"):
         raise ValueError(f"reduction must be 'none' or 'mean', got {reduction!r}")
     if isinstance(pred, Tensor) and isinstance(target, Tensor):
-        check_points(pred, "pred")
-        check_points(target, "target")
+        check_points(pred, "pred", finite=True)
+        check_points(target, "target", finite=True)
         if pred.ndim != 3 or target.ndim != 3 or pred.shape[0] != target.shape[0]:
             raise ValueError("pred and target must have shapes (B, N, D) and (B, M, D) with the same B")
         w1 = wasserstein_distance(pred, target, p=1)
@@ -221,6 +221,9 @@ def ot_nme(
     else:
         if isinstance(pred, Tensor) or isinstance(target, Tensor) or len(pred) != len(target):
             raise ValueError("pass pred and target both as tensors or both as lists of the same length")
+        for name, sets in (("pred", pred), ("target", target)):
+            for i, t in enumerate(sets):
+                check_points(t, f"{name}[{i}]", finite=True)
         w1 = torch.stack([wasserstein_distance(p, t, p=1) for p, t in zip(pred, target)])
         d = torch.cat(
             [normalization_distance(t[None], normalization, image_size=image_size) for t in target]

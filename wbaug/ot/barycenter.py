@@ -290,6 +290,8 @@ def free_support_barycenter(
         bary = (weights[:, :, None, None] * matched).sum(1)
         if not return_assignment:
             return bary
+        # ``sigma`` shares memory with ``sigma_np`` and is saved by ``gather`` for backward: report a copy
+        sigma_np = sigma_np.copy()
         idle = (mask & ~participating).cpu().numpy()
         if idle.any():  # zero-weight clouds: report their optimal matching to the final barycenter
             ib, ik = np.nonzero(idle)

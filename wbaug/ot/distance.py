@@ -27,7 +27,7 @@ from wbaug.ot.assignment import (
     _run_chunked,
     batched_emd,
     exact_cost_matrix,
-    ground_cost,
+    ground_cost_unchecked,
     matched_assignment,
 )
 
@@ -143,9 +143,9 @@ def wasserstein_distance(
     kind, coupling = _optimal_coupling(xf, yf, af, bf, p)
     if kind == "perm":
         matched = yf.gather(1, coupling.unsqueeze(-1).expand(-1, -1, d))
-        value = ground_cost(xf.unsqueeze(-2), matched.unsqueeze(-2), p)[..., 0, 0].mean(-1)
+        value = ground_cost_unchecked(xf.unsqueeze(-2), matched.unsqueeze(-2), p)[..., 0, 0].mean(-1)
     else:
-        value = (coupling * ground_cost(xf, yf, p)).sum((-2, -1))
+        value = (coupling * ground_cost_unchecked(xf, yf, p)).sum((-2, -1))
     return _safe_root(value, p).reshape(batch)
 
 

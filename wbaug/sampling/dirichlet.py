@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor
 
+from wbaug.sampling._validation import check_positive_float
+
 __all__ = ["log_gamma_variates", "sample_dirichlet"]
 
 
@@ -81,8 +83,19 @@ def sample_dirichlet(
         >>> float(lam.sum()), float(lam[0, 2])
         (1.0, 0.0)
     """
+    concentration = check_positive_float(concentration, "concentration")
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(
+            f"mask must be a bool tensor (n, S), got {getattr(mask, 'dtype', type(mask).__name__)}"
+        )
     if mask.ndim != 2:
         raise ValueError(f"mask must have shape (n, S), got {tuple(mask.shape)}")
+    empty = ~mask.any(1)
+    if mask.shape[0] and bool(empty.any()):
+        raise ValueError(
+            f"mask must have at least one True per row; row {int(empty.nonzero()[0])} is all False "
+            "(a Dirichlet on no vertex is undefined)"
+        )
     if mask.shape[0] == 0:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     # random numbers are drawn on the generator's device (a CPU generator can drive CUDA data)

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from typing import Literal
 
 import networkx as nx
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from wbaug.sampling._validation import Clouds, cloud_count
+from wbaug.sampling._validation import Clouds, check_nonnegative_int, cloud_count
 from wbaug.sampling.bounds import identity_upper_bound, w2_lower_bound
 
 __all__ = ["build_neighborhood_graph", "exact_knn", "knn_from_distances", "pair_distances"]
@@ -105,9 +106,33 @@ def _select_knn(rows: Tensor, cols: Tensor, vals: Tensor, m: int, k: int) -> tup
 
 
 def knn_from_distances(distances: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Brute-force kNN from a full ``(M, M)`` distance matrix (self excluded, ties -> smaller index)."""
+    """Brute-force kNN from a full ``(M, M)`` distance matrix (self excluded, ties -> smaller index).
+
+    Args:
+        distances: ``(M, M)`` finite, non-negative distances (tensor or NumPy array).
+        k: neighbours per row, ``1 <= k < M``.
+
+    Returns:
+        ``(M, k)`` int64 indices and ``(M, k)`` float64 distances.
+
+    Raises:
+        TypeError / ValueError: naming ``distances`` or ``k``.
+    """
+    if isinstance(distances, np.ndarray):
+        distances = torch.from_numpy(distances)
+    if not isinstance(distances, Tensor):
+        raise TypeError(f"distances must be a torch.Tensor or numpy.ndarray, got {type(distances).__name__}")
+    if distances.ndim != 2 or distances.shape[0] != distances.shape[1]:
+        raise ValueError(f"distances must have shape (M, M), got {tuple(distances.shape)}")
+    if distances.is_complex() or distances.dtype == torch.bool:
+        raise TypeError(f"distances must hold real numbers, got dtype {distances.dtype}")
     m = distances.shape[0]
+    k = check_nonnegative_int(k, "k", minimum=1)
+    if k >= m:
+        raise ValueError(f"k must be < M={m} (the number of sets), got {k}")
     d = distances.detach().to(device="cpu", dtype=torch.float64)
+    if not bool(torch.isfinite(d).all()) or bool((d < 0).any()):
+        raise ValueError("distances must be finite and non-negative")
     rows, cols = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
     off = rows != cols
     return _select_knn(rows[off], cols[off], d[off], m, k)

@@ -1,27 +1,86 @@
-"""Save/load of a fitted sampler as plain tensors + a JSON config (loadable with ``weights_only=True``)."""
+"""Save/load of a fitted sampler as plain tensors + a JSON config (loadable with ``weights_only=True``).
+
+Writing goes through :func:`wbaug.io_atomic.atomic_write` (a kill or a full disk leaves the previous file
+intact). Every load is validated in one place, :func:`validate_state`: structure, dtypes, shapes,
+finiteness, index ranges, consistency between the config and the tables, and a SHA-256 content checksum
+stored at save time. Any failure -- a truncated or garbled file included -- raises ``ValueError`` whose
+message starts with the file's path.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-__all__ = ["FORMAT_VERSION", "load_state", "save_state"]
+from wbaug.io_atomic import atomic_write
 
-FORMAT_VERSION = 1
+__all__ = ["CONFIG_KEYS", "FORMAT_VERSION", "load_state", "save_state", "state_checksum", "validate_state"]
+
+FORMAT_VERSION = 2
+FORMAT_NAME = "wbaug.WassersteinBarycentricSampler"
+#: the sampler configuration a file holds (the constructor arguments of ``WassersteinBarycentricSampler``)
+CONFIG_KEYS = (
+    "k_neighbors",
+    "epsilon",
+    "concentration",
+    "correspondence",
+    "max_clique_size",
+    "isolated",
+    "symmetrize",
+    "knn_method",
+    "max_iter",
+    "tol",
+    "batch_size",
+    "progress",
+    "p",
+    "paired",
+    "frame",
+    "grid_stride",
+    "tps_regularization",
+    "padding_mode",
+)
+_TABLE_KEYS = ("knn_indices", "knn_distances", "pair_rows", "pair_cols", "pair_values")
+_SCALAR_KEYS = ("format", "version", "config", "n_pairs_evaluated", "fit_time", "canvas_size")
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _digest_value(h: Any, key: str, value: Any) -> None:
+    if isinstance(value, Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}:tensor:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, list):
+        h.update(f"{key}:list:{len(value)}:".encode())
+        for i, v in enumerate(value):
+            _digest_value(h, f"{key}[{i}]", v)
+    else:
+        h.update(f"{key}:{type(value).__name__}:{value!r};".encode())
+
+
+def state_checksum(state: dict[str, Any]) -> str:
+    """SHA-256 (hex) of every entry of a saved state except ``"checksum"`` (tensor bytes, dtypes, shapes,
+    scalars and the config string), in sorted key order."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in state if k != "checksum"):
+        _digest_value(h, key, state[key])
+    return h.hexdigest()
 
 
 def save_state(sampler: Any, path: str | Path, config_json: str) -> None:
-    """Write ``sampler``'s fitted state to ``path`` (parent folders must exist)."""
+    """Write ``sampler``'s fitted state to ``path`` atomically, with a content checksum."""
     clouds = sampler.landmarks_
     full = sampler.distances_
     iu = torch.triu_indices(full.shape[0], full.shape[0], offset=1)
     vals = full[iu[0], iu[1]]
     known = ~torch.isnan(vals)
     state: dict[str, Any] = {
-        "format": "wbaug.WassersteinBarycentricSampler",
+        "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "config": config_json,
         "knn_indices": sampler.knn_indices_.cpu(),
@@ -31,41 +90,234 @@ def save_state(sampler: Any, path: str | Path, config_json: str) -> None:
         "pair_values": vals[known].cpu(),
         "n_pairs_evaluated": int(sampler.n_pairs_evaluated_),
         "fit_time": float(getattr(sampler, "fit_time_", 0.0)),
-        "canvas_size": getattr(sampler, "canvas_size_", None),
+        "canvas_size": None if sampler.canvas_size_ is None else [int(c) for c in sampler.canvas_size_],
     }
-    if getattr(sampler, "visibility_", None) is not None:
-        state["visibility"] = sampler.visibility_.cpu()
-    if isinstance(clouds, torch.Tensor):
-        state["landmarks"] = clouds.detach().cpu()
+    if sampler.visibility_ is not None:
+        state["visibility"] = sampler.visibility_.detach().cpu().clone()
+    if isinstance(clouds, Tensor):
+        state["landmarks"] = clouds.detach().cpu().clone()
     else:
-        state["landmark_list"] = [c.detach().cpu() for c in clouds]
-    torch.save(state, Path(path))
+        state["landmark_list"] = [c.detach().cpu().clone() for c in clouds]
+    state["checksum"] = state_checksum(state)
+    with atomic_write(path) as fh:
+        torch.save(state, fh)
 
 
-def load_state(path: str | Path, *, map_location: str | torch.device | None = None) -> tuple[dict, dict]:
-    """Read a file written by :func:`save_state`: returns ``(config, state)`` with ``state["landmarks"]``
-    (tensor or list), ``"distances"`` (``(M, M)``, NaN where not evaluated) and the kNN tables."""
-    raw = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(raw, dict) or raw.get("format") != "wbaug.WassersteinBarycentricSampler":
-        raise ValueError(f"path {str(path)!r} is not a saved WassersteinBarycentricSampler")
-    if raw.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"path {str(path)!r} has format version {raw.get('version')}, expected {FORMAT_VERSION}"
+class _Invalid(ValueError):
+    pass
+
+
+def _need(cond: bool, message: str) -> None:
+    if not cond:
+        raise _Invalid(message)
+
+
+def _tensor(raw: dict, key: str, dtypes: tuple[torch.dtype, ...], ndim: int) -> Tensor:
+    value = raw[key]
+    _need(isinstance(value, Tensor), f"{key!r} must be a tensor, got {type(value).__name__}")
+    _need(value.dtype in dtypes, f"{key!r} has dtype {value.dtype}, expected one of {list(dtypes)}")
+    _need(value.ndim == ndim, f"{key!r} must have {ndim} dimension(s), got shape {tuple(value.shape)}")
+    return value
+
+
+def _config(raw: dict) -> dict[str, Any]:
+    text = raw["config"]
+    _need(isinstance(text, str), f"'config' must be a JSON string, got {type(text).__name__}")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _Invalid(f"'config' is not valid JSON ({err})") from None
+    _need(isinstance(config, dict), f"'config' must be a JSON object, got {type(config).__name__}")
+    missing = [k for k in CONFIG_KEYS if k not in config]
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    _need(not missing and not unknown, f"'config' keys: missing {missing}, unknown {unknown}")
+    k = config["k_neighbors"]
+    _need(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 1,
+        f"config k_neighbors={k!r} is not an int >= 1",
+    )
+    eps = config["epsilon"]
+    _need(
+        eps is None
+        or (isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps) and eps > 0),
+        f"config epsilon={eps!r} is not None or a finite number > 0",
+    )
+    _need(config["correspondence"] in ("ot", "index"), f"config correspondence={config['correspondence']!r}")
+    p = config["p"]
+    _need(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0,
+        f"config p={p!r} is not a probability",
+    )
+    _need(isinstance(config["paired"], bool), f"config paired={config['paired']!r} is not a bool")
+    _need(config["frame"] in ("similarity", "fitted"), f"config frame={config['frame']!r}")
+    stride = config["grid_stride"]
+    _need(
+        isinstance(stride, int) and not isinstance(stride, bool) and stride >= 1,
+        f"config grid_stride={stride!r} is not an int >= 1",
+    )
+    lam = config["tps_regularization"]
+    _need(
+        isinstance(lam, (int, float)) and not isinstance(lam, bool) and math.isfinite(lam) and lam >= 0,
+        f"config tps_regularization={lam!r} is not a finite number >= 0",
+    )
+    _need(
+        config["padding_mode"] in ("zeros", "border", "reflection"),
+        f"config padding_mode={config['padding_mode']!r}",
+    )
+    return config
+
+
+def _frame_entries(raw: dict, clouds: Tensor | list[Tensor], config: dict[str, Any]) -> tuple:
+    """The masked fit's ``visibility (M, N)`` (or None) and the fitted ``canvas_size`` (or None)."""
+    canvas = raw["canvas_size"]
+    _need(
+        canvas is None
+        or (
+            isinstance(canvas, list)
+            and len(canvas) == 2
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in canvas)
+        ),
+        f"'canvas_size'={canvas!r} is not None or [H, W] with positive ints",
+    )
+    vis = raw.get("visibility")
+    if vis is not None:
+        vis = _tensor(raw, "visibility", (torch.bool,), 2)
+        _need(
+            isinstance(clouds, Tensor) and tuple(vis.shape) == tuple(clouds.shape[:2]),
+            f"'visibility' has shape {tuple(vis.shape)}, expected (M, N) like the landmarks",
         )
-    config = json.loads(raw["config"])
+        _need(bool(vis.any(1).all()), "'visibility' has a landmark set without a visible point")
+        _need(config["correspondence"] == "index", "'visibility' is only stored for correspondence='index'")
+    return vis, None if canvas is None else (canvas[0], canvas[1])
+
+
+def _landmarks(raw: dict) -> tuple[Tensor | list[Tensor], int]:
     if "landmarks" in raw:
-        clouds = raw["landmarks"]
-        if map_location is not None:
-            clouds = clouds.to(map_location)
-        ref = clouds
-    else:
-        clouds = [c if map_location is None else c.to(map_location) for c in raw["landmark_list"]]
-        ref = clouds[0]
-    m = raw["knn_indices"].shape[0]
-    full = torch.full((m, m), float("nan"), dtype=ref.dtype)
+        x = _tensor(raw, "landmarks", _FLOATS, 3)
+        _need(
+            x.shape[0] >= 2 and x.shape[1] >= 1 and x.shape[2] >= 1, f"'landmarks' has shape {tuple(x.shape)}"
+        )
+        _need(bool(torch.isfinite(x).all()), "'landmarks' contains NaN or infinite values")
+        return x, x.shape[0]
+    clouds = raw["landmark_list"]
+    _need(
+        isinstance(clouds, list) and len(clouds) >= 2, "'landmark_list' must be a list of at least 2 tensors"
+    )
+    dtypes, dims = set(), set()
+    for i, c in enumerate(clouds):
+        _need(
+            isinstance(c, Tensor) and c.dtype in _FLOATS and c.ndim == 2,
+            f"'landmark_list'[{i}] is not a 2-D float tensor",
+        )
+        _need(c.shape[0] >= 1 and c.shape[1] >= 1, f"'landmark_list'[{i}] has shape {tuple(c.shape)}")
+        _need(bool(torch.isfinite(c).all()), f"'landmark_list'[{i}] contains NaN or infinite values")
+        dtypes.add(c.dtype)
+        dims.add(c.shape[1])
+    _need(len(dtypes) == 1 and len(dims) == 1, "'landmark_list' mixes dtypes or dimensions")
+    return clouds, len(clouds)
+
+
+def _tables(raw: dict, m: int, config: dict[str, Any]) -> Tensor:
+    k = config["k_neighbors"]
+    idx = _tensor(raw, "knn_indices", (torch.int64,), 2)
+    dist = _tensor(raw, "knn_distances", _FLOATS, 2)
+    _need(
+        idx.shape == (m, k),
+        f"'knn_indices' has shape {tuple(idx.shape)}, expected (M, k_neighbors) = ({m}, {k})",
+    )
+    _need(dist.shape == (m, k), f"'knn_distances' has shape {tuple(dist.shape)}, expected ({m}, {k})")
+    _need(bool(((idx >= -1) & (idx < m)).all()), f"'knn_indices' holds indices outside [-1, {m})")
+    _need(not bool((idx == torch.arange(m)[:, None]).any()), "'knn_indices' lists a set as its own neighbour")
+    present = idx >= 0
+    _need(
+        bool(torch.isfinite(dist[present]).all()) and bool((dist[present] >= 0).all()),
+        "'knn_distances' has NaN, infinite or negative values at real neighbours",
+    )
+    _need(bool(torch.isposinf(dist[~present]).all()), "'knn_distances' must be inf where 'knn_indices' is -1")
+    eps = config["epsilon"]
+    if eps is not None:
+        _need(
+            bool((dist[present] < eps).all()),
+            f"'knn_distances' holds neighbours at distance >= epsilon={eps}",
+        )
+    rows = _tensor(raw, "pair_rows", (torch.int64,), 1)
+    cols = _tensor(raw, "pair_cols", (torch.int64,), 1)
+    vals = _tensor(raw, "pair_values", _FLOATS, 1)
+    _need(rows.shape == cols.shape == vals.shape, "'pair_rows', 'pair_cols', 'pair_values' differ in length")
+    _need(
+        bool(((rows >= 0) & (rows < cols) & (cols < m)).all()),
+        f"pair indices must satisfy 0 <= row < col < {m}",
+    )
+    _need(
+        bool(torch.isfinite(vals).all()) and bool((vals >= 0).all()),
+        "'pair_values' has NaN, infinite or negative values",
+    )
+    # the dense symmetric table the sampler uses (NaN: not evaluated); a duplicate pair leaves fewer entries
+    full = torch.full((m, m), float("nan"), dtype=torch.float64)
     full.fill_diagonal_(0.0)
-    full[raw["pair_rows"], raw["pair_cols"]] = raw["pair_values"].to(ref.dtype)
-    full[raw["pair_cols"], raw["pair_rows"]] = raw["pair_values"].to(ref.dtype)
+    full[rows, cols] = vals.double()
+    full[cols, rows] = vals.double()
+    _need(int(torch.isfinite(full).sum()) == m + 2 * vals.numel(), "duplicate pairs in the pair table")
+    # every kNN edge is an evaluated pair with the same distance
+    stored = full[torch.arange(m)[:, None].expand_as(idx)[present], idx[present]]
+    _need(bool(torch.isfinite(stored).all()), "'knn_indices' names pairs missing from the pair table")
+    _need(
+        torch.allclose(stored, dist[present].double(), rtol=1e-5, atol=1e-6),
+        "'knn_distances' disagree with the pair table",
+    )
+    n_pairs = raw["n_pairs_evaluated"]
+    _need(
+        isinstance(n_pairs, int)
+        and not isinstance(n_pairs, bool)
+        and vals.numel() <= n_pairs <= m * (m - 1) // 2,
+        f"'n_pairs_evaluated'={n_pairs!r} is not an int in [{vals.numel()}, {m * (m - 1) // 2}]",
+    )
+    fit_time = raw["fit_time"]
+    _need(
+        isinstance(fit_time, float) and math.isfinite(fit_time) and fit_time >= 0, f"'fit_time'={fit_time!r}"
+    )
+    return full
+
+
+def validate_state(raw: Any, path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check a loaded state dict fully; return ``(config, state)`` as :func:`load_state` does.
+
+    Raises:
+        ValueError: naming ``path`` and the first problem found.
+    """
+    where = str(path)
+    try:
+        _need(
+            isinstance(raw, dict) and raw.get("format") == FORMAT_NAME,
+            "not a saved WassersteinBarycentricSampler",
+        )
+        _need(
+            raw.get("version") == FORMAT_VERSION,
+            f"format version {raw.get('version')!r}, expected {FORMAT_VERSION}",
+        )
+        cloud_key = "landmarks" if "landmarks" in raw else "landmark_list"
+        expected = {*_SCALAR_KEYS, *_TABLE_KEYS, cloud_key, "checksum"}
+        if "visibility" in raw:
+            expected.add("visibility")
+        _need(set(raw) == expected, f"entries {sorted(raw)}, expected {sorted(expected)}")
+        _need(isinstance(raw["checksum"], str), "'checksum' must be a string")
+        _need(
+            raw["checksum"] == state_checksum(raw),
+            "content checksum mismatch: the file was modified or corrupted after it was saved",
+        )
+        config = _config(raw)
+        clouds, m = _landmarks(raw)
+        _need(config["k_neighbors"] < m, f"config k_neighbors={config['k_neighbors']} must be < M={m}")
+        _need(
+            config["correspondence"] != "index" or isinstance(clouds, Tensor),
+            "correspondence='index' needs landmark sets of equal size",
+        )
+        full = _tables(raw, m, config)
+        visibility, canvas_size = _frame_entries(raw, clouds, config)
+    except _Invalid as err:
+        raise ValueError(f"{where}: invalid sampler file: {err}") from None
+    ref = clouds if isinstance(clouds, Tensor) else clouds[0]
+    full = full.to(ref.dtype)
     state = {
         "landmarks": clouds,
         "knn_indices": raw["knn_indices"],
@@ -73,7 +325,36 @@ def load_state(path: str | Path, *, map_location: str | torch.device | None = No
         "distances": full,
         "n_pairs_evaluated": raw["n_pairs_evaluated"],
         "fit_time": raw["fit_time"],
-        "visibility": raw.get("visibility"),
-        "canvas_size": None if raw.get("canvas_size") is None else tuple(raw["canvas_size"]),
+        "visibility": visibility,
+        "canvas_size": canvas_size,
     }
+    return config, state
+
+
+def load_state(path: str | Path, *, map_location: str | torch.device | None = None) -> tuple[dict, dict]:
+    """Read and validate a file written by :func:`save_state`: returns ``(config, state)`` with
+    ``state["landmarks"]`` (``(M, N, D)`` tensor or list of ``(N_i, D)``), ``"distances"`` (``(M, M)``, NaN
+    where not evaluated), the kNN tables ``(M, k)``, ``"visibility"`` (``(M, N)`` bool or None) and
+    ``"canvas_size"`` (``(H, W)`` or None).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is truncated, garbled, tampered with or inconsistent (the message starts with
+            the path).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"sampler file not found: {p}")
+    try:
+        raw = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # EOFError, OSError, RuntimeError (zip reader), UnpicklingError, ...
+        raise ValueError(
+            f"{p}: cannot read a saved sampler (truncated or corrupt file: {type(err).__name__}: {err})"
+        ) from err
+    config, state = validate_state(raw, p)
+    if map_location is not None:
+        clouds = state["landmarks"]
+        state["landmarks"] = (
+            clouds.to(map_location) if isinstance(clouds, Tensor) else [c.to(map_location) for c in clouds]
+        )
     return config, state

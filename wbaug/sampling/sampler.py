@@ -31,32 +31,12 @@ from wbaug.sampling.cliques import clique_probabilities, maximal_cliques, pad_cl
 from wbaug.sampling.dirichlet import sample_dirichlet
 from wbaug.sampling.graph import _knn_within, build_neighborhood_graph, exact_knn
 from wbaug.sampling.local import LocalSamplingMixin
-from wbaug.sampling.persistence import load_state, save_state
+from wbaug.sampling.persistence import CONFIG_KEYS, load_state, save_state
 from wbaug.transforms.barycentric import apply_barycentric, draw_barycentric_params
 from wbaug.transforms.flip import Visibility
 
 __all__ = ["WassersteinBarycentricSampler"]
 
-_CONFIG_KEYS = (
-    "k_neighbors",
-    "epsilon",
-    "concentration",
-    "correspondence",
-    "max_clique_size",
-    "isolated",
-    "symmetrize",
-    "knn_method",
-    "max_iter",
-    "tol",
-    "batch_size",
-    "progress",
-    "p",
-    "paired",
-    "frame",
-    "grid_stride",
-    "tps_regularization",
-    "padding_mode",
-)
 
 
 class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
@@ -207,7 +187,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
     # ------------------------------------------------------------------ configuration
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (JSON-able)."""
-        return {key: getattr(self, key) for key in _CONFIG_KEYS}
+        return {key: getattr(self, key) for key in CONFIG_KEYS}
 
     def __repr__(self) -> str:
         # scikit-learn style: the arguments that differ from their defaults, then the fitted state
@@ -354,6 +334,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         m = cloud_count(clouds)
         self.landmarks_ = clouds
         self.visibility_ = visibility
+        self.canvas_size_: tuple[int, int] | None = None
         self.n_landmark_sets_ = m
         self.n_points_ = clouds.shape[1] if isinstance(clouds, Tensor) else None
         self.n_dims_ = clouds.shape[-1] if isinstance(clouds, Tensor) else clouds[0].shape[-1]

@@ -28,6 +28,8 @@ to it, because the constraints absorb the ``r^2 \log s`` term), which keeps it w
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -87,14 +89,24 @@ def tps_fit(
         )
     if control.shape[1] < 3:
         raise ValueError(f"control must hold at least 3 points, got {control.shape[1]}")
-    if regularization < 0:
-        raise ValueError(f"regularization must be >= 0, got {regularization}")
+    if isinstance(regularization, bool) or not isinstance(regularization, (int, float)):
+        raise TypeError(f"regularization must be a number >= 0, got {type(regularization).__name__}")
+    if not (math.isfinite(regularization) and regularization >= 0):
+        raise ValueError(f"regularization must be a finite number >= 0, got {regularization}")
     c = control.detach().to(torch.float64)
     t = target.to(torch.float64)
     b, n, _ = c.shape
     center = c.mean(1, keepdim=True)
     scale = ((c - center) ** 2).sum(-1).mean(1, keepdim=True).sqrt().clamp_min(1e-12)[..., None]
     cn = (c - center) / scale
+    # the affine part needs 3 affinely independent control points: the spread's 2nd singular value > 0
+    spread = torch.linalg.svdvals(cn)[:, -1] / max(n, 1) ** 0.5
+    flat = (spread < 1e-9).nonzero().flatten().tolist()
+    if flat:
+        raise ValueError(
+            f"control points are collinear (or coincide) in batch item(s) {flat[:10]}: a thin-plate spline "
+            "needs at least 3 points not on one line"
+        )
     k = _kernel(_sq_dist(cn, cn))
     if regularization:
         k = k + regularization * torch.eye(n, dtype=k.dtype, device=k.device)
@@ -103,7 +115,13 @@ def tps_fit(
     bottom = torch.cat([p.transpose(1, 2), torch.zeros(b, 3, 3, dtype=c.dtype, device=c.device)], -1)
     system = torch.cat([top, bottom], 1)
     rhs = torch.cat([t, torch.zeros(b, 3, 2, dtype=c.dtype, device=c.device)], 1)
-    sol = torch.linalg.solve(system, rhs)
+    try:
+        sol = torch.linalg.solve(system, rhs)
+    except torch.linalg.LinAlgError:
+        raise ValueError(
+            "control points give a singular thin-plate-spline system (repeated points?); remove duplicates "
+            "or use regularization > 0"
+        ) from None
     return sol[:, :n], sol[:, n:], center, scale
 
 

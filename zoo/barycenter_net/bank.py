@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from wbaug.grid import linearized_barycenter
+from wbaug.io_atomic import TEMP_SUFFIX, atomic_write_text
 from zoo.barycenter_net.data import random_contours, shape_maps, square_symmetry, uniform_self_map
 from zoo.common.logging import progress
 from zoo.common.seeding import derive_seed
@@ -88,9 +90,12 @@ class ShapeBank:
             shapes = np.empty(shape3, np.float32)
             maps = np.empty((*shape3, 2), np.float32)
         else:
-            tmp = Path(str(directory) + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            # a private, unpredictable folder next to the target (never a guessable name to plant a link at)
+            directory = Path(directory)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(
+                tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=TEMP_SUFFIX, dir=directory.parent)
+            )
             shapes = np.lib.format.open_memmap(tmp / "shapes.npy", "w+", np.float32, shape3)
             maps = np.lib.format.open_memmap(tmp / "maps.npy", "w+", np.float32, (*shape3, 2))
         g = torch.Generator().manual_seed(seed)
@@ -108,9 +113,19 @@ class ShapeBank:
         maps.flush()
         del shapes, maps
         meta = {"num_shapes": num_shapes, "size": size, "reg": reg, "max_depth": max_depth, "seed": seed}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        shutil.rmtree(directory, ignore_errors=True)
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        if directory.is_symlink():
+            raise ValueError(f"directory {str(directory)!r} is a symbolic link; refusing to replace it")
+        old = None
+        if directory.exists():  # move the old bank aside under an unpredictable name, then swap
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{directory.name}.old.", suffix=TEMP_SUFFIX, dir=directory.parent)
+            )
+            os.replace(directory, old / "bank")
         os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return cls.load(directory)
 
     @classmethod

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from wbaug.grid import convolutional_barycenter, debiased_barycenter, linearized_barycenter
 from wbaug.grid.linearized import transport_maps_from_uniform
+from wbaug.io_atomic import atomic_write
 from wbaug.sampling import sample_dirichlet
 from zoo.common.logging import progress
 
@@ -318,10 +319,8 @@ def load_or_build(path: str | os.PathLike | None, builder, **kwargs) -> dict[str
         return data
     data = builder(**kwargs)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(path) + ".tmp")
-        torch.save(data, tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as fh:
+            torch.save(data, fh)
     return data
 
 

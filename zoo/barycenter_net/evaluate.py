@@ -27,10 +27,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wbaug.io_atomic import atomic_write_text
 from zoo.barycenter_net.config import BarycenterNetConfig
 from zoo.barycenter_net.data import build_eval_sets, solver_barycenter
 from zoo.barycenter_net.model import BarycenterNet
-from zoo.common import autocast, config_from_dict, resolve_device
+from zoo.common import autocast, config_from_dict, read_checkpoint, resolve_device
 
 __all__ = [
     "barycenter_figure",
@@ -53,9 +54,9 @@ def load_model(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[BarycenterNet, BarycenterNetConfig]:
     """Rebuild a trained network from a checkpoint (its resolved config travels inside it)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"checkpoint {str(path)!r} has no model/config (not a zoo checkpoint)")
+    ckpt = read_checkpoint(path, require_rng=False)
+    if ckpt.get("config") is None:
+        raise ValueError(f"{path}: checkpoint has no config (saved without config=...)")
     cfg = config_from_dict(BarycenterNetConfig, ckpt["config"])
     model = build_model(cfg)
     model.load_state_dict(ckpt["model"])
@@ -246,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     return metrics
 
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from wbaug.io_atomic import atomic_write_text
 from zoo.barycenter_net.bank import LinearizedPairs, load_or_build_bank
 from zoo.barycenter_net.config import BarycenterNetConfig, cpu_config, smoke_config
 from zoo.barycenter_net.data import PairDataset, build_eval_sets, build_training_set
@@ -43,12 +43,12 @@ from zoo.common import (
     all_reduce_mean,
     autocast,
     barrier,
+    claim_out_dir,
     cleanup_distributed,
     config_to_dict,
     derive_seed,
     epoch_batches,
     init_distributed,
-    load_checkpoint,
     make_generator,
     progress,
     save_config,
@@ -105,20 +105,30 @@ def build_data(
     return train_set, eval_sets
 
 
-def train(cfg: BarycenterNetConfig, *, resume: bool = False, ctx: DistributedContext | None = None) -> dict:
-    """Train according to ``cfg``; returns the final held-out metrics (also in ``metrics.json``)."""
+def train(
+    cfg: BarycenterNetConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    ctx: DistributedContext | None = None,
+) -> dict:
+    """Train according to ``cfg``; returns the final held-out metrics (also in ``metrics.json``).
+
+    ``resume`` continues from the newest intact checkpoint (and fails when there is none); ``overwrite``
+    replaces the run artifacts of a non-empty ``out_dir``, which a new run otherwise refuses (see
+    :func:`zoo.common.checkpoint.prepare_run_dir`)."""
     own_ctx = ctx is None
     ctx = ctx or init_distributed(cfg.train.device)
     try:
-        return _train(cfg, resume=resume, ctx=ctx)
+        return _train(cfg, resume=resume, overwrite=overwrite, ctx=ctx)
     finally:
         if own_ctx:
             cleanup_distributed()
 
 
-def _train(cfg: BarycenterNetConfig, *, resume: bool, ctx: DistributedContext) -> dict:
+def _train(cfg: BarycenterNetConfig, *, resume: bool, overwrite: bool, ctx: DistributedContext) -> dict:
     t_cfg, o_cfg = cfg.train, cfg.optim
-    out = Path(t_cfg.out_dir)
+    out = claim_out_dir(t_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
     seed_process(t_cfg.seed, ctx.rank)
     device = ctx.device
 
@@ -158,13 +168,11 @@ def _train(cfg: BarycenterNetConfig, *, resume: bool, ctx: DistributedContext) -
     )
     ckpts = CheckpointManager(out / "checkpoints", keep=t_cfg.keep_checkpoints, enabled=ctx.is_main)
     step = 0
-    if resume and (latest := ckpts.latest()) is not None:
-        ckpt = load_checkpoint(
-            latest, model=model, optimizer=optimizer, scheduler=scheduler, generators={"loader": loader_gen}
+    if resume:  # the newest intact checkpoint (prepare_run_dir made sure there is one)
+        ckpt = ckpts.load_latest(
+            model=model, optimizer=optimizer, scheduler=scheduler, generators={"loader": loader_gen}
         )
         step = ckpt["step"]
-    elif resume and ctx.is_main:
-        print(f"--resume: no checkpoint in {out / 'checkpoints'}, starting from scratch")
     if ctx.is_main:
         save_config(cfg, out / "config.json")
     net = wrap_ddp(model, ctx)
@@ -245,7 +253,7 @@ def _train(cfg: BarycenterNetConfig, *, resume: bool, ctx: DistributedContext) -
         "parameters": unwrap_model(net).num_parameters(),
     }
     if ctx.is_main:
-        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
     return result
 
 

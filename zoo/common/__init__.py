@@ -9,10 +9,14 @@
 """
 
 from zoo.common.checkpoint import (
+    RUN_ARTIFACTS,
     CheckpointManager,
+    RunDirError,
     build_checkpoint,
     capture_rng_state,
     load_checkpoint,
+    prepare_run_dir,
+    read_checkpoint,
     restore_rng_state,
     save_checkpoint,
     unwrap_model,
@@ -34,6 +38,7 @@ from zoo.common.distributed import (
     all_reduce_mean,
     autocast,
     barrier,
+    claim_out_dir,
     cleanup_distributed,
     epoch_batches,
     init_distributed,
@@ -44,7 +49,9 @@ from zoo.common.logging import MetricLogger, landmark_figure, progress, save_fig
 from zoo.common.seeding import derive_seed, make_generator, sample_generator, seed_process, worker_generator
 
 __all__ = [
+    "RUN_ARTIFACTS",
     "CheckpointManager",
+    "RunDirError",
     "DistributedContext",
     "MetricLogger",
     "ShardedEpochSampler",
@@ -55,6 +62,7 @@ __all__ = [
     "barrier",
     "build_checkpoint",
     "capture_rng_state",
+    "claim_out_dir",
     "cleanup_distributed",
     "config_from_args",
     "config_from_dict",
@@ -64,9 +72,11 @@ __all__ = [
     "init_distributed",
     "landmark_figure",
     "load_checkpoint",
+    "read_checkpoint",
     "load_config",
     "make_generator",
     "parse_config",
+    "prepare_run_dir",
     "progress",
     "resolve_device",
     "restore_rng_state",

@@ -39,6 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from wbaug.io_atomic import atomic_write_text
+
 __all__ = [
     "add_config_arguments",
     "apply_overrides",
@@ -204,19 +206,12 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, _where: str = "")
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
-    """Write ``cfg`` as indented JSON (atomically: temporary file then ``os.replace``).
+    """Write ``cfg`` as indented JSON (atomically, :func:`wbaug.io_atomic.atomic_write`).
 
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(config_to_dict(cfg), fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(config_to_dict(cfg), indent=2, sort_keys=False) + "\n")
 
 
 def load_config(cls: type[T], path: str | os.PathLike) -> T:
@@ -402,7 +397,11 @@ def trainer_main(
     presets: Mapping[str, Callable[[], T]] | None = None,
 ) -> dict:
     """The zoo trainers' command line: ``[--preset NAME] [--config FILE] [--section.field VALUE ...]
-    [--resume] [--print-config]``, then ``train_fn(cfg, resume=...)``.
+    [--resume | --overwrite] [--print-config]``, then ``train_fn(cfg, resume=..., overwrite=...)``.
+
+    A non-empty ``out_dir`` needs ``--resume`` or ``--overwrite``; ``--resume`` needs a checkpoint there
+    (:func:`zoo.common.checkpoint.prepare_run_dir`); a violation exits with status 2 and names the
+    directory before any work is done.
 
     With ``--resume`` and no ``--config``, the run's own ``<train.out_dir>/config.json`` is the base, so a
     resumed run keeps its settings. ``presets`` maps names to config factories (the first is the default).
@@ -412,7 +411,17 @@ def trainer_main(
         parser.add_argument(
             "--preset", choices=list(presets), default=next(iter(presets)), help="base config"
         )
-    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoints/last.pt")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest intact checkpoint in <out_dir>/checkpoints (fails when there is none)",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty out_dir (without it a new run refuses a non-empty out_dir)",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_config_arguments(parser, cls)
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -425,4 +434,11 @@ def trainer_main(
     if args.print_config:
         print(json.dumps(config_to_dict(cfg), indent=2))
         return {}
-    return train_fn(cfg, resume=args.resume)
+    from zoo.common.checkpoint import RunDirError, prepare_run_dir
+
+    try:  # check the out_dir rules before the (possibly long) data preparation; train_fn applies them
+        if args.resume or not args.overwrite:
+            prepare_run_dir(cfg.train.out_dir, resume=args.resume, overwrite=False)
+    except RunDirError as err:
+        parser.error(str(err))
+    return train_fn(cfg, resume=args.resume, overwrite=args.overwrite)

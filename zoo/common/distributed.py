@@ -18,12 +18,14 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from zoo.common.checkpoint import prepare_run_dir
 from zoo.common.seeding import derive_seed, make_generator
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "all_reduce_mean",
     "autocast",
     "barrier",
+    "claim_out_dir",
     "cleanup_distributed",
     "epoch_batches",
     "init_distributed",
@@ -95,6 +98,18 @@ def cleanup_distributed() -> None:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def claim_out_dir(
+    out_dir: str | os.PathLike, *, resume: bool, overwrite: bool, ctx: DistributedContext
+) -> Path:
+    """:func:`~zoo.common.checkpoint.prepare_run_dir` on the main process, then a barrier, so no rank
+    starts before the ``out_dir`` rules were applied (the main process raises when they are violated)."""
+    if ctx.is_main:
+        prepare_run_dir(out_dir, resume=resume, overwrite=overwrite)
+    if ctx.is_distributed:
+        barrier()
+    return Path(out_dir)
 
 
 def wrap_ddp(model: nn.Module, ctx: DistributedContext, **kwargs) -> nn.Module:

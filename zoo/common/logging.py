@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from wbaug.io_atomic import atomic_write
+
 __all__ = ["MetricLogger", "landmark_figure", "progress", "save_figure"]
 
 
@@ -96,13 +98,11 @@ class MetricLogger:
 
     @staticmethod
     def _write_all(path: Path, header: list[str], rows: list[Mapping[str, Any]]) -> None:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_write(path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=header, restval="")
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: row.get(k, "") for k in header})
-        os.replace(tmp, path)
 
     def read(self, split: str = "train") -> list[dict[str, str]]:
         """Rows of ``<split>.csv`` as dicts of strings (empty list if absent)."""
@@ -201,8 +201,9 @@ def landmark_figure(
 
 
 def save_figure(figure: Any, path: str | os.PathLike) -> Path:
-    """Save a figure as PNG (parent directories created)."""
+    """Save a figure (format from the suffix, PNG when there is none; parent directories created),
+    atomically (:func:`wbaug.io_atomic.atomic_write`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    with atomic_write(path) as fh:
+        figure.savefig(fh, format=path.suffix[1:].lower() or "png")
     return path

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from wbaug.io_atomic import atomic_write_text
 from zoo.hourglass.config import HourglassConfig, cpu_config, gpu_config
 from zoo.hourglass.data import DataSplits, build_splits, sample_to_tensors
 
@@ -114,7 +115,7 @@ def _run_cell(job: tuple[HourglassConfig, str, int, int]) -> dict[str, Any]:
         crop_margin=splits.crop_margin,
     )
     t0 = time.perf_counter()
-    result = train(cfg, splits=cell_splits)
+    result = train(cfg, splits=cell_splits, overwrite=True)  # an unfinished cell restarts from scratch
     subsets = result.pop("subsets", {})
     return {
         **{k: v for k, v in result.items() if isinstance(v, (int, float, str))},
@@ -210,13 +211,13 @@ def run_ablation(
                 f"NME {100 * r['nme']:.2f} %  ({r['train_images_per_s']:.0f} img/s, {r['wall_s']:.0f} s)",
                 flush=True,
             )
-            (out / "table.md").write_text(format_tables(results, budgets, modes) + "\n")
+            atomic_write_text(out / "table.md", format_tables(results, budgets, modes) + "\n")
     finally:
         if pool is not None:
             pool.close()
             pool.join()
     table = format_tables(results, budgets, modes)
-    (out / "table.md").write_text(table + "\n")
+    atomic_write_text(out / "table.md", table + "\n")
     return results
 
 

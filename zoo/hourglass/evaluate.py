@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from wbaug.io_atomic import atomic_write_text
 from wbaug.landmarks import LandmarkLayout, get_layout
 
 __all__ = [
@@ -182,7 +183,13 @@ def log_samples(
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Evaluate a checkpoint on the test split of its own config (data overrides via ``--data.*``)."""
-    from zoo.common import apply_overrides, config_from_dict, init_distributed, load_checkpoint
+    from zoo.common import (
+        apply_overrides,
+        config_from_dict,
+        init_distributed,
+        load_checkpoint,
+        read_checkpoint,
+    )
     from zoo.hourglass.config import HourglassConfig
     from zoo.hourglass.data import EvalSet, build_splits
     from zoo.hourglass.train import build_model
@@ -196,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(args.checkpoint, require_rng=False)
+    if ckpt.get("config") is None:
+        parser.error(f"{args.checkpoint}: checkpoint has no config (saved without config=...)")
     cfg = config_from_dict(HourglassConfig, ckpt["config"])
     overrides = dict(item.split("=", 1) for item in args.set)
     cfg = apply_overrides(cfg, overrides)
@@ -219,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"checkpoint {args.checkpoint} (step {ckpt['step']}, mode {cfg.mode_name}); NME-type columns in %")
     print(markdown_table(result["subsets"]))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -32,12 +32,12 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from wbaug.io_atomic import atomic_write_text
 from wbaug.landmarks import gaussian_heatmaps, get_layout
 from zoo.common import (
     CheckpointManager,
@@ -46,12 +46,12 @@ from zoo.common import (
     ShardedEpochSampler,
     all_reduce_mean,
     autocast,
+    claim_out_dir,
     cleanup_distributed,
     config_to_dict,
     derive_seed,
     epoch_batches,
     init_distributed,
-    load_checkpoint,
     make_generator,
     progress,
     save_config,
@@ -127,6 +127,7 @@ def train(
     cfg: HourglassConfig,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     ctx: DistributedContext | None = None,
     splits: DataSplits | None = None,
 ) -> dict:
@@ -134,7 +135,10 @@ def train(
 
     Args:
         cfg: the resolved configuration.
-        resume: continue from ``<out_dir>/checkpoints/last.pt`` when it exists.
+        resume: continue from the newest intact checkpoint in ``<out_dir>/checkpoints`` (``last.pt``, else
+            the newest numbered one); fails when there is none.
+        overwrite: replace the run artifacts in a non-empty ``out_dir`` (without it a new run refuses a
+            non-empty ``out_dir``; see :func:`zoo.common.checkpoint.prepare_run_dir`).
         ctx: distributed context (default: from ``torchrun``'s environment, or a single process).
         splits: pre-built data splits (default: :func:`~zoo.hourglass.data.build_splits` of ``cfg.data``);
             the ablation passes one pre-rendered set to every cell.
@@ -142,15 +146,17 @@ def train(
     own_ctx = ctx is None
     ctx = ctx or init_distributed(cfg.train.device)
     try:
-        return _train(cfg, resume=resume, ctx=ctx, splits=splits)
+        return _train(cfg, resume=resume, overwrite=overwrite, ctx=ctx, splits=splits)
     finally:
         if own_ctx:
             cleanup_distributed()
 
 
-def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, splits: DataSplits | None) -> dict:
+def _train(
+    cfg: HourglassConfig, *, resume: bool, overwrite: bool, ctx: DistributedContext, splits: DataSplits | None
+) -> dict:
     t_cfg = cfg.train
-    out = Path(t_cfg.out_dir)
+    out = claim_out_dir(t_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
     seed_process(t_cfg.seed, ctx.rank)
     device = ctx.device
 
@@ -228,13 +234,11 @@ def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, split
     )
     ckpts = CheckpointManager(out / "checkpoints", keep=t_cfg.keep_checkpoints, enabled=ctx.is_main)
     step, extra = 0, {"best_nme": math.inf}
-    if resume and (latest := ckpts.latest()) is not None:
-        ckpt = load_checkpoint(
-            latest, model=model, optimizer=optimizer, scheduler=scheduler, generators={"loader": loader_gen}
+    if resume:  # the newest intact checkpoint (prepare_run_dir made sure there is one)
+        ckpt = ckpts.load_latest(
+            model=model, optimizer=optimizer, scheduler=scheduler, generators={"loader": loader_gen}
         )
         step, extra = ckpt["step"], {**extra, **ckpt["extra"]}
-    elif resume and ctx.is_main:
-        print(f"--resume: no checkpoint in {out / 'checkpoints'}, starting from scratch")
     if ctx.is_main:
         save_config(cfg, out / "config.json")
     net = wrap_ddp(model, ctx)
@@ -378,7 +382,7 @@ def _train(cfg: HourglassConfig, *, resume: bool, ctx: DistributedContext, split
         "train_steps_per_s": totals["steps"] / seconds,
     }
     if ctx.is_main:
-        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
     return result
 
 
