@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from wbaug import WassersteinBarycentricSampler, synthetic_faces
 from wbaug.datasets import SyntheticFaces
 from wbaug.datasets.render import render_faces
+from wbaug.io_atomic import atomic_write
 from wbaug.metrics import landmark_density
 from wbaug.sampling import sample_dirichlet
 from wbaug.transforms import apply_barycentric, draw_barycentric_params
@@ -31,7 +32,8 @@ SIZE = 256
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, dpi=110, format="png")
     return path
 
 

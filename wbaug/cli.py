@@ -43,7 +43,8 @@ def plot_densities(
     title: str | None = None,
 ) -> Path:
     """Save a figure like the paper's Fig. 4: landmark densities of the original (left) and augmented (right)
-    sets as 2-D histograms on common axes (image coordinates, y down), log colour scale.
+    sets as 2-D histograms on common axes (image coordinates, y down), one logarithmic colour scale for
+    both panels (three decades below the larger peak) with a colour bar, so they are comparable.
 
     The format follows ``path``'s suffix (``.png``, ``.pdf``, ``.svg``, ...); the file is replaced
     atomically (:func:`wbaug.io_atomic.atomic_write`). Returns ``Path(path)``.
@@ -62,15 +63,17 @@ def plot_densities(
     lo, hi = both.min(0), both.max(0)
     pad = 0.02 * (hi - lo + 1e-9)
     rng = [[lo[0] - pad[0], hi[0] + pad[0]], [lo[1] - pad[1], hi[1] + pad[1]]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5), constrained_layout=True)
-    for ax, pts, name in (
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+    panels = [
         (axes[0], a, f"original ({len(a)} points)"),
         (axes[1], b, f"augmented ({len(b)} points)"),
-    ):
-        hist, xe, ye = np.histogram2d(pts[:, 0], pts[:, 1], bins=bins, range=rng, density=True)
-        positive = hist[hist > 0]
-        norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
-        ax.imshow(
+    ]
+    # both panels are probability densities on one grid: one colour scale makes them comparable
+    hists = [np.histogram2d(pts[:, 0], pts[:, 1], bins=bins, range=rng, density=True) for _, pts, _ in panels]
+    top = max(float(h.max()) for h, _, _ in hists)
+    norm = LogNorm(vmin=top * 1e-3, vmax=top, clip=True) if top > 0 else None
+    for (ax, _, name), (hist, xe, ye) in zip(panels, hists):
+        image = ax.imshow(
             hist.T,
             origin="upper",
             extent=(xe[0], xe[-1], ye[-1], ye[0]),
@@ -82,6 +85,7 @@ def plot_densities(
         ax.set_title(name)
         ax.set_xlabel("x (px)")
         ax.set_ylabel("y (px)")
+    fig.colorbar(image, ax=list(axes), label="density (shared log scale)")
     if title:
         fig.suptitle(title)
     try:
