@@ -35,6 +35,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 __all__ = [
+    "OptimizerGroup",
+    "average_gradients",
+    "broadcast_parameters",
     "EqualConv2d",
     "EqualLinear",
     "MappingNetwork",
@@ -702,3 +705,63 @@ def set_requires_grad(modules: nn.Module | Iterable[nn.Module], flag: bool) -> N
         modules = [modules]
     for m in modules:
         m.requires_grad_(flag)
+
+
+class OptimizerGroup:
+    """Several named optimisers stepped separately (G and D of a GAN) that checkpoint as one object:
+    ``state_dict()`` → ``{name: optimizer.state_dict()}`` (what :func:`zoo.common.save_checkpoint` stores
+    as its ``optimizer``), ``load_state_dict`` restores each; ``group[name]`` is the optimiser."""
+
+    def __init__(self, **optimizers: torch.optim.Optimizer) -> None:
+        if not optimizers:
+            raise ValueError("OptimizerGroup needs at least one optimizer")
+        self.optimizers = dict(optimizers)
+
+    def __getitem__(self, name: str) -> torch.optim.Optimizer:
+        return self.optimizers[name]
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = set(self.optimizers) - set(state)
+        if missing:
+            raise ValueError(f"optimizer state lacks {sorted(missing)}")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+
+def _dist_ready() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def average_gradients(modules: nn.Module | Iterable[nn.Module]) -> None:
+    """Average the ``.grad`` of every parameter over ``torchrun`` ranks (no-op for one process).
+
+    GAN steps run several forwards (and R1's double backward) per update, which
+    ``DistributedDataParallel`` does not support; the trainer calls this between ``backward`` and
+    ``step`` instead (one flattened all-reduce per call). Parameters without a gradient are skipped on
+    every rank alike (the same code path runs everywhere)."""
+    if not _dist_ready():
+        return
+    if isinstance(modules, nn.Module):
+        modules = [modules]
+    grads = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank (no-op for one process)."""
+    if not _dist_ready():
+        return
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            torch.distributed.broadcast(t.data, src)
