@@ -108,16 +108,18 @@ class LossConfig:
     perceptual: float = field(default=0.8, metadata={"help": "L^I_rec c1 (perceptual term)"})
     identity: float = field(default=0.1, metadata={"help": "L^I_rec c2 (identity; needs identity_weights)"})
     l1: float = field(default=1.0, metadata={"help": "L^I_rec c3 (L1)"})
-    perceptual_backend: Literal["ssim_fm", "torchscript"] = field(
+    perceptual_backend: Literal["ssim_fm", "user"] = field(
         default="ssim_fm",
         metadata={
-            "help": "ssim_fm: 1-SSIM + D_I feature matching (no weights); torchscript: a user-given "
-            "scripted perceptual distance (e.g. an exported LPIPS) from perceptual_weights"
+            "help": "ssim_fm: 1-SSIM + D_I feature matching (no weights); user: a user-given perceptual "
+            "distance (e.g. an exported LPIPS; TorchScript .pt or torch.export .pt2) from perceptual_weights"
         },
     )
-    perceptual_weights: str | None = field(default=None, metadata={"help": "TorchScript perceptual net"})
+    perceptual_weights: str | None = field(
+        default=None, metadata={"help": "perceptual net file (.pt / .pt2)"}
+    )
     identity_weights: str | None = field(
-        default=None, metadata={"help": "TorchScript identity embedder (None: identity term off)"}
+        default=None, metadata={"help": "identity embedder file (.pt / .pt2; None: term off)"}
     )
     ssim_window: int = field(default=11, metadata={"help": "SSIM window (odd)"})
     feature_matching: float = field(
@@ -200,7 +202,7 @@ class CycleGANConfig:
 
 
 def smoke_config(out_dir: str = "runs/cyclegan-smoke") -> CycleGANConfig:
-    """Seconds on a CPU: 64 px, tiny networks, 4 steps (one R1 step at step 0, one at step 4)."""
+    """Seconds on a CPU: 64 px, tiny networks, 4 iterations (0-3; lazy R1 at iteration 0), one thread."""
     return CycleGANConfig(
         model=ModelConfig(
             image_size=64,
@@ -375,12 +377,12 @@ def validate_config(cfg: CycleGANConfig) -> CycleGANConfig:
         "must be odd and >= 3",
         lo.ssim_window,
     )
-    if lo.perceptual_backend == "torchscript" and lo.perceptual > 0:
+    if lo.perceptual_backend == "user" and lo.perceptual > 0:
         path = lo.perceptual_weights
         _require(
             path is not None and Path(path).is_file(),
             "loss.perceptual_weights",
-            "must name an existing TorchScript file when loss.perceptual_backend is 'torchscript' "
+            "must name an existing .pt/.pt2 file when loss.perceptual_backend is 'user' "
             "(nothing is downloaded)",
             path,
         )
@@ -388,7 +390,7 @@ def validate_config(cfg: CycleGANConfig) -> CycleGANConfig:
         _require(
             Path(lo.identity_weights).is_file(),
             "loss.identity_weights",
-            "must name an existing TorchScript file (nothing is downloaded)",
+            "must name an existing .pt/.pt2 file (nothing is downloaded)",
             lo.identity_weights,
         )
     for name in ("lr_g", "lr_d", "lr_gl", "lr_s"):

@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise ValueError(f"--checkpoint {str(path)!r} is not a zoo.cyclegan checkpoint")
     cfg = config_from_dict(CycleGANConfig, ckpt["config"])
     device = resolve_device(args.device)
-    data = build_data(cfg)
+    data = build_data(cfg, fit_sampler=False)
     model = build_model(cfg, data.num_landmarks)
     load_checkpoint(path, model=model, restore_rng=False)
     model.to(device).eval()

@@ -29,7 +29,7 @@ the budget) and/or classical augmentation (scale ±10 %, rotation ±π/12 with p
        + c_2 L^L_{rec}\big(G_L(I_F),\ X\big)
 
    with ``L^I_rec = 0.8·perceptual + 0.1·identity + 1·L1`` (perceptual: ``1 − SSIM`` plus D_I feature
-   matching by default, or a user-given TorchScript network; identity only from user-given weights),
+   matching by default, or a user-given network file; identity only from a user-given file),
    ``L^L_rec = 1e4·H[L(X_R) | L] + 100·W_1(X_R, X)`` (cross-entropy of heatmaps, :mod:`wbaug.losses`;
    W1 on coordinates divided by the image size), ``g`` a random similarity (§4), ``c = 10``,
    ``c_1 = 150``, ``c_2 = 1.5`` (§6.1);
@@ -104,6 +104,7 @@ __all__ = [
     "build_data",
     "build_model",
     "build_optimizers",
+    "image_cycle_loss",
     "landmark_cycle_loss",
     "main",
     "train",
@@ -196,9 +197,12 @@ class CycleGANData:
         return int(self.budget.shape[1])
 
 
-def build_data(cfg: CycleGANConfig) -> CycleGANData:
+def build_data(cfg: CycleGANConfig, *, fit_sampler: bool = True) -> CycleGANData:
     """Build the image domain (all training images), the landmark domain (budget ∪ barycenters) and the
-    held-out test split from ``cfg.data`` (synthetic faces by default, any wbaug reader otherwise)."""
+    held-out test split from ``cfg.data`` (synthetic faces by default, any wbaug reader otherwise).
+
+    ``fit_sampler=False`` skips fitting the sampler even when ``cfg.data.barycentric`` (evaluation only
+    needs the test split)."""
     size = cfg.model.image_size
     splits = build_splits(_hourglass_data_config(cfg))
     native = splits.native_canvas
@@ -221,7 +225,7 @@ def build_data(cfg: CycleGANConfig) -> CycleGANData:
     )
     budget = canvas_landmarks(splits, splits.labelled, size).float()
     barycenters = budget.new_zeros(0, *budget.shape[1:])
-    if cfg.data.barycentric:
+    if cfg.data.barycentric and fit_sampler:
         from wbaug import WassersteinBarycentricSampler
 
         sampler = WassersteinBarycentricSampler(
@@ -277,10 +281,11 @@ class ImageCycleLoss(nn.Module):
 
     ``perceptual``: ``backend="ssim_fm"`` → ``1 − SSIM(I_R, I)`` (kornia) plus ``feature_matching`` × the
     L1 between D_I's features of ``I_R`` and ``I`` (pix2pixHD's ``L_feat``), needing no pretrained weights;
-    ``backend="torchscript"`` → a user-given scripted network ``(I_R, I) → distance`` (e.g. an exported
-    LPIPS) loaded from ``perceptual_weights``. Identity: a scripted embedder ``I → (B, D)`` from
-    ``identity_weights`` (off when ``None``). Nothing is downloaded; a missing file is a ``ValueError``
-    naming the config field. Images ``(B, 3, S, S)`` in [-1, 1].
+    ``backend="user"`` → a user-given network ``(I_R, I) → distance`` (e.g. an exported LPIPS; a
+    TorchScript ``.pt`` or ``torch.export`` ``.pt2`` file) from ``perceptual_weights``. Identity: an
+    embedder ``I → (B, D)`` from ``identity_weights`` (same formats; off when ``None``). Nothing is
+    downloaded; a missing file is a ``ValueError`` naming the config field.
+    Images ``(B, 3, S, S)`` in [-1, 1].
     """
 
     def __init__(self, cfg: CycleGANConfig) -> None:
@@ -292,7 +297,7 @@ class ImageCycleLoss(nn.Module):
         self.window = lo.ssim_window
         self.perceptual_net = None
         self.identity_net = None
-        if self.backend == "torchscript" and self.w_perceptual > 0:
+        if self.backend == "user" and self.w_perceptual > 0:
             self.perceptual_net = _load_scripted(lo.perceptual_weights, "loss.perceptual_weights")
         if lo.identity_weights is not None and self.w_identity > 0:
             self.identity_net = _load_scripted(lo.identity_weights, "loss.identity_weights")
@@ -331,9 +336,13 @@ class ImageCycleLoss(nn.Module):
 def _load_scripted(path: str | None, field_name: str) -> nn.Module:
     if path is None or not Path(path).is_file():
         raise ValueError(
-            f"{field_name} must name an existing TorchScript file (nothing is downloaded), got {path!r}"
+            f"{field_name} must name an existing TorchScript (.pt) or torch.export (.pt2) file "
+            f"(nothing is downloaded), got {path!r}"
         )
-    net = torch.jit.load(path, map_location="cpu").eval()
+    if str(path).endswith(".pt2"):  # torch.export program
+        net = torch.export.load(path).module()
+    else:  # TorchScript archive
+        net = torch.jit.load(path, map_location="cpu").eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return net
@@ -353,6 +362,31 @@ def landmark_cycle_loss(
     size = float(model.image_size)
     w1 = wasserstein_landmark_loss(coords.float() / size, target.float() / size, p=1)
     return {"cross_entropy": ce, "w1": w1, "total": lo.cross_entropy * ce + lo.wasserstein * w1}
+
+
+def image_cycle_loss(
+    model: LandmarkCycleGAN,
+    images: Tensor,
+    fake_heat: Tensor,
+    image_loss: ImageCycleLoss,
+    cfg: CycleGANConfig,
+) -> Tensor:
+    r"""The image cycle of Algorithm 1: ``I_R = G_I(L(G_L(I)), S(gI))`` with ``g`` a random similarity
+    (§4: style from a geometrically transformed copy, to separate style from content), scored by
+    :class:`ImageCycleLoss`. ``images (B, 3, S, S)`` in [-1, 1]; ``fake_heat = L(G_L(I))`` ``(B, K, S, S)``.
+    Returns the scalar ``L^I_rec`` (gradients reach G_I, G_L and S). ``g`` draws from torch's global RNG."""
+    lo = cfg.loss
+    g = random_similarity(
+        images.shape[0], model.image_size, scale=lo.g_scale, rotate=lo.g_rotate, translate=lo.g_translate
+    ).to(images.device)
+    style_real = model.style_encoder(warp_images(images, g, model.image_size))
+    recon = model.generator(fake_heat, style_real)
+    recon_feats = real_feats = None
+    if image_loss.backend == "ssim_fm" and image_loss.w_fm > 0:
+        _, recon_feats = model.d_image(recon, return_features=True)
+        with torch.no_grad():
+            _, real_feats = model.d_image(images, return_features=True)
+    return image_loss(recon, images, recon_feats, real_feats)["total"]
 
 
 # ------------------------------------------------------------------------------------------- step
@@ -408,25 +442,13 @@ def train_step(
     # ---- 4. generators: adversarial, style reconstruction, both cycles ------------------------------
     set_requires_grad(discs, False)
     with autocast(device, amp):
-        fake_logits, fake_feats = model.d_image(fake_images, return_features=True)
-        g_image = g_nonsaturating_loss(fake_logits)
+        g_image = g_nonsaturating_loss(model.d_image(fake_images))
         style = (model.style_encoder(fake_images).float() - s_o.detach().float()).abs().mean()  # ‖S_F − S_o‖₁
         g_landmarks = g_nonsaturating_loss(model.d_landmarks(fake_heat))
-        # image cycle: I_R = G_I(L(G_L(I)), S(gI))
-        g = random_similarity(
-            b, model.image_size, scale=lo.g_scale, rotate=lo.g_rotate, translate=lo.g_translate
-        ).to(device)
-        style_real = model.style_encoder(warp_images(images, g, model.image_size))
-        recon = model.generator(fake_heat, style_real)
-        recon_feats = real_feats = None
-        if image_loss.backend == "ssim_fm" and image_loss.w_fm > 0:
-            _, recon_feats = model.d_image(recon, return_features=True)
-            with torch.no_grad():
-                _, real_feats = model.d_image(images, return_features=True)
-        image_cycle = image_loss(recon, images, recon_feats, real_feats)["total"]
-        # landmark cycle: X_R = G_L(I_F), compared with X (and L)
-        recon_coords = model.landmark_encoder(fake_images)
-        landmark_cycle = landmark_cycle_loss(model, recon_coords, landmarks, heat, cfg)["total"]
+        image_cycle = image_cycle_loss(model, images, fake_heat, image_loss, cfg)
+        landmark_cycle = landmark_cycle_loss(
+            model, model.landmark_encoder(fake_images), landmarks, heat, cfg
+        )["total"]
         g_total = (
             g_image
             + lo.style * style
@@ -440,7 +462,6 @@ def train_step(
     if cfg.optim.max_grad_norm is not None:
         nn.utils.clip_grad_norm_([p for m in gens for p in m.parameters()], cfg.optim.max_grad_norm)
     opt_g.step()
-    del fake_feats
 
     # ---- 5. shadow EMA of the generators ---------------------------------------------------------------
     model.update_ema(ema_beta(b, cfg.optim.ema_kimg))
