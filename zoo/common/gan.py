@@ -143,8 +143,11 @@ class EqualLinear(nn.Module):
 class EqualConv2d(nn.Module):
     r"""2-D convolution with equalised learning rate (weights scaled by ``1/√(in·k²)`` at run time).
 
-    ``down=True`` follows the convolution by a 2×2 average pooling; ``activation="lrelu"`` applies
-    ``leaky_relu(0.2) · √2``. Shapes: ``(B, in, H, W)`` → ``(B, out, H', W')`` (``'same'`` padding).
+    ``down=True`` halves the resolution with a 2×2 average pooling (a box low-pass filter) *before* the
+    convolution: StyleGAN2 blurs then convolves with stride 2; pooling first is the same idea at a quarter
+    of the convolution cost (for a 1×1 convolution it is exactly conv-then-pool). ``activation="lrelu"``
+    applies ``leaky_relu(0.2) · √2``. Shapes: ``(B, in, H, W)`` → ``(B, out, H', W')`` (``'same'``
+    padding; ``H' = H/2`` when ``down``).
     """
 
     def __init__(
@@ -171,9 +174,9 @@ class EqualConv2d(nn.Module):
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
         if self.down:
-            out = F.avg_pool2d(out, 2)
+            x = F.avg_pool2d(x, 2)
+        out = F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
         if self.activation == "lrelu":
             out = F.leaky_relu(out, 0.2) * _LRELU_GAIN
         return out

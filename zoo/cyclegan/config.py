@@ -266,13 +266,13 @@ def cpu_config(out_dir: str = "runs/cyclegan-cpu") -> CycleGANConfig:
         loss=LossConfig(ssim_window=7),
         optim=OptimConfig(ema_kimg=1.0),
         train=TrainConfig(
-            steps=1500,
+            steps=1000,
             batch_size=8,
             out_dir=out_dir,
             log_every=25,
-            eval_every=500,
+            eval_every=250,
             ckpt_every=250,
-            sample_every=500,
+            sample_every=250,
             eval_batch_size=50,
         ),
     )
