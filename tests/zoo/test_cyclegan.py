@@ -321,3 +321,32 @@ def test_registry_and_defaults():
         10.0,
         4,
     )
+
+
+def test_ablation_cells_and_table(tmp_path):
+    from zoo.cyclegan.ablation import ROWS, cell_config, format_table
+
+    base = smoke_config()
+    cfg = cell_config(base, "baseline + aug + BC", 8, 3, tmp_path)
+    assert cfg.data.classical and cfg.data.barycentric and cfg.data.label_budget == 8
+    assert cfg.train.seed == cfg.data.data_seed == 3 and cfg.mode_name == "baseline+aug+BC"
+    assert not base.data.classical  # the base is not modified
+    with pytest.raises(ValueError, match="row must be one of"):
+        cell_config(base, "supervised", 8, 0, tmp_path)
+    records = [
+        {
+            "row": "baseline",
+            "budget": 8,
+            "seed": s,
+            "step": 4,
+            "nme": v,
+            "ot_nme": v / 2,
+            "baseline_nme": 0.3,
+            "baseline_ot_nme": 0.2,
+        }
+        for s, v in ((0, 0.10), (1, 0.12))
+    ]
+    table = format_table(records, [8], list(ROWS))
+    assert "| baseline | 11.00 ± 1.41 |" in table  # mean 0.11, sample std 0.01414 in %
+    assert "| baseline | 5.50 ± 0.71 |" in table
+    assert "| baseline + BC | - |" in table and "| mean shape (reference) | 30.00 ± 0.00 |" in table
