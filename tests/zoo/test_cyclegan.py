@@ -314,7 +314,7 @@ def test_registry_and_defaults():
     # the paper's coefficients are the defaults (§6.1)
     lo = LossConfig()
     assert (lo.image_cycle, lo.perceptual, lo.identity, lo.l1) == (150.0, 0.8, 0.1, 1.0)
-    assert (lo.landmark_cycle, lo.cross_entropy, lo.wasserstein, lo.style, lo.r1_every) == (
+    assert (lo.landmark_cycle, lo.heatmap_bce, lo.wasserstein, lo.style, lo.r1_every) == (
         1.5,
         1e4,
         100.0,

@@ -126,7 +126,12 @@ class LossConfig:
         default=1.0, metadata={"help": "weight of D_I feature matching in ssim_fm"}
     )
     landmark_cycle: float = field(default=1.5, metadata={"help": "c2 of the landmark cycle L^L_rec"})
-    cross_entropy: float = field(default=1e4, metadata={"help": "L^L_rec c1: heatmap cross-entropy H[L_R|L]"})
+    heatmap_bce: float = field(
+        default=1e4,
+        metadata={
+            "help": "L^L_rec c1: per-pixel binary cross-entropy of the heatmaps (the paper's H[L_R|L])"
+        },
+    )
     wasserstein: float = field(default=100.0, metadata={"help": "L^L_rec c2: W1 on [0, 1] coordinates"})
     style: float = field(default=10.0, metadata={"help": "c of L^I_g: ||S(I_F) - S_o||_1"})
     r1_gamma: float = field(default=10.0, metadata={"help": "R1 weight gamma (penalty gamma/2 E||grad||^2)"})
@@ -363,7 +368,7 @@ def validate_config(cfg: CycleGANConfig) -> CycleGANConfig:
         "l1",
         "feature_matching",
         "landmark_cycle",
-        "cross_entropy",
+        "heatmap_bce",
         "wasserstein",
         "style",
         "r1_gamma",
