@@ -267,3 +267,40 @@ def test_discriminator_features_and_feature_matching():
     assert float(feature_matching_loss(feats, feats).detach()) == 0.0
     with pytest.raises(ValueError, match="input must be"):
         D(torch.randn(2, 1, 16, 16))
+
+
+def test_equal_conv_down_pools_first():
+    """Pool-then-conv: exactly conv-then-pool for 1×1 kernels (linear ops commute); half size for 3×3."""
+    from zoo.common.gan import EqualConv2d
+
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    one = EqualConv2d(3, 5, 1, down=True).double()
+    ref = F.avg_pool2d(F.conv2d(x, one.weight * one.scale, one.bias), 2)
+    torch.testing.assert_close(one(x), ref)
+    assert EqualConv2d(3, 5, 3, down=True)(x.float()).shape == (2, 5, 4, 4)
+
+
+def test_optimizer_group_round_trip():
+    from zoo.common.gan import OptimizerGroup
+
+    def make():
+        torch.manual_seed(0)
+        a, b = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
+        return a, b, OptimizerGroup(g=torch.optim.Adam(a.parameters()), d=lazy_adam(b.parameters(), 1e-3))
+
+    a, b, group = make()
+    for _ in range(3):
+        for opt, net in ((group["g"], a), (group["d"], b)):
+            opt.zero_grad()
+            net(torch.randn(4, net.in_features)).square().mean().backward()
+            opt.step()
+    state = group.state_dict()
+    assert set(state) == {"g", "d"}
+    _, _, fresh = make()
+    fresh.load_state_dict(state)
+    for name in ("g", "d"):
+        got, want = fresh[name].state_dict()["state"], group[name].state_dict()["state"]
+        for k in want:
+            torch.testing.assert_close(got[k]["exp_avg"], want[k]["exp_avg"], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="lacks"):
+        fresh.load_state_dict({"g": state["g"]})
