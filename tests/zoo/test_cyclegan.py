@@ -170,7 +170,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, smoke_run):
     resumed = train(_cfg(tmp_path), resume=True)
     assert resumed["step"] == straight["step"] == 4
     # iterations are 0-based: R1 ran at iteration 0 (before the checkpoint at 2: lazy D state restored)
-    assert straight["r1_steps_this_run"] == [0] and resumed["r1_steps_this_run"] == []
+    assert straight["r1_iterations_this_run"] == 1 and resumed["r1_iterations_this_run"] == 0
     a = torch.load(straight_dir / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys()

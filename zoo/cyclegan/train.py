@@ -575,7 +575,7 @@ def _train(cfg: CycleGANConfig, *, resume: bool, ctx: DistributedContext, data: 
     sums = torch.zeros(len(LOSS_KEYS), device=device)
     window = {"n": 0, "t0": time.perf_counter()}
     totals = {"seconds": 0.0, "steps": 0}
-    r1_steps: list[int] = []
+    r1_iterations = 0
     for net in (
         model.generator,
         model.mapping,
@@ -589,8 +589,7 @@ def _train(cfg: CycleGANConfig, *, resume: bool, ctx: DistributedContext, data: 
         images = next(image_batches).to(device, non_blocking=True)
         landmarks = next(landmark_batches).to(device, non_blocking=True)
         losses = train_step(model, optimizers, images, landmarks, step, cfg, image_loss, amp=amp)
-        if step % cfg.loss.r1_every == 0:
-            r1_steps.append(step)
+        r1_iterations += int(step % cfg.loss.r1_every == 0)
         step += 1
         sums += torch.stack([losses[k] for k in LOSS_KEYS])
         window["n"] += 1
@@ -640,7 +639,7 @@ def _train(cfg: CycleGANConfig, *, resume: bool, ctx: DistributedContext, data: 
         "label_budget": cfg.data.label_budget,
         "landmark_pool": len(data.landmarks),
         **metrics,
-        "r1_steps_this_run": r1_steps,
+        "r1_iterations_this_run": r1_iterations,
         "train_seconds": totals["seconds"],
         "iterations_per_s": totals["steps"] / seconds,
     }
