@@ -63,12 +63,12 @@ from zoo.common import (
     ShardedEpochSampler,
     all_reduce_mean,
     autocast,
+    claim_out_dir,
     cleanup_distributed,
     config_to_dict,
     derive_seed,
     epoch_batches,
     init_distributed,
-    load_checkpoint,
     make_generator,
     progress,
     save_config,
@@ -493,6 +493,7 @@ def train(
     cfg: CycleGANConfig,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     ctx: DistributedContext | None = None,
     data: CycleGANData | None = None,
 ) -> dict:
@@ -500,7 +501,9 @@ def train(
 
     Args:
         cfg: the resolved configuration (validated here: bad values raise ``ValueError`` naming the field).
-        resume: continue from ``<out_dir>/checkpoints/last.pt`` when it exists.
+        resume: continue from the newest intact checkpoint in ``<out_dir>/checkpoints`` (it must exist).
+        overwrite: replace the run artifacts in a non-empty ``out_dir`` (without it a new run refuses a
+            non-empty ``out_dir``; see :func:`zoo.common.checkpoint.prepare_run_dir`).
         ctx: distributed context (default: from ``torchrun``'s environment, or a single process).
         data: pre-built data (default: :func:`build_data`); the ablation shares one across cells.
     """
@@ -508,17 +511,19 @@ def train(
     own_ctx = ctx is None
     ctx = ctx or init_distributed(cfg.train.device)
     try:
-        return _train(cfg, resume=resume, ctx=ctx, data=data)
+        return _train(cfg, resume=resume, overwrite=overwrite, ctx=ctx, data=data)
     finally:
         if own_ctx:
             cleanup_distributed()
 
 
-def _train(cfg: CycleGANConfig, *, resume: bool, ctx: DistributedContext, data: CycleGANData | None) -> dict:
+def _train(
+    cfg: CycleGANConfig, *, resume: bool, overwrite: bool, ctx: DistributedContext, data: CycleGANData | None
+) -> dict:
     from zoo.cyclegan.evaluate import evaluate_model, log_samples
 
     t_cfg = cfg.train
-    out = Path(t_cfg.out_dir)
+    out = claim_out_dir(t_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
     seed_process(t_cfg.seed, ctx.rank)
     if t_cfg.num_threads is not None:
         torch.set_num_threads(t_cfg.num_threads)
@@ -551,11 +556,9 @@ def _train(cfg: CycleGANConfig, *, resume: bool, ctx: DistributedContext, data: 
     ckpts = CheckpointManager(out / "checkpoints", keep=t_cfg.keep_checkpoints, enabled=ctx.is_main)
     generators = {"image-loader": image_gen, "landmark-loader": landmark_gen}
     step = 0
-    if resume and (latest := ckpts.latest()) is not None:
-        ckpt = load_checkpoint(latest, model=model, optimizer=optimizers, generators=generators)
+    if resume:  # the newest intact checkpoint (claim_out_dir made sure there is one)
+        ckpt = ckpts.load_latest(model=model, optimizer=optimizers, generators=generators)
         step = ckpt["step"]
-    elif resume and ctx.is_main:
-        print(f"--resume: no checkpoint in {out / 'checkpoints'}, starting from scratch")
     if ctx.is_main:
         save_config(cfg, out / "config.json")
     amp = t_cfg.amp and device.type == "cuda"
