@@ -522,3 +522,14 @@ def test_repr_says_what_the_sampler_is(faces):
     text = repr(s)
     assert "fitted: M=25 sets, N=12 points, D=2" in text and f"{len(s.cliques_)} cliques" in text
     assert "paired=True" in repr(RandomBarycentricWarp(s, paired=True))
+
+
+def test_sample_refuses_outputs_larger_than_memory(faces, monkeypatch):
+    """sample(n) estimates its output and raises a clear error before allocating what cannot fit."""
+    import wbaug.sampling.sampler as sampler_module
+
+    s = WassersteinBarycentricSampler(3).fit(faces)
+    monkeypatch.setattr(sampler_module, "available_memory", lambda: 1_000_000)
+    with pytest.raises(ValueError, match="n=10000000 samples need about .* GiB"):
+        s.sample(10_000_000)
+    assert s.sample(100).shape == (100, 12, 2)  # 9.6 kB: fine

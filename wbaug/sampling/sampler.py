@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,8 +36,15 @@ from wbaug.sampling.persistence import CONFIG_KEYS, load_state, save_state
 from wbaug.transforms.barycentric import apply_barycentric, draw_barycentric_params
 from wbaug.transforms.flip import Visibility
 
-__all__ = ["WassersteinBarycentricSampler"]
+__all__ = ["WassersteinBarycentricSampler", "available_memory"]
 
+
+def available_memory() -> int | None:
+    """Bytes of physical memory available now (``None`` where the platform does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
@@ -191,9 +199,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
 
     def __repr__(self) -> str:
         # scikit-learn style: the arguments that differ from their defaults, then the fitted state
-        defaults = {
-            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
-        }
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v)
         state = "not fitted"
         if self.is_fitted:
@@ -404,6 +410,8 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
             masked ``"index"`` fit a point no clique member sees is NaN, and ``return_info`` adds
             ``"visibility" (n, N)``.
         """
+        self._check_fitted()
+        self._check_output_fits(check_nonnegative_int(n, "n"))
         cl, lam = self.draw(n, generator=generator)
         table, mask = self.clique_table_[cl], self.clique_mask_[cl]
         outs: list = []
@@ -455,6 +463,20 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         if self.visibility_ is not None:
             info["visibility"] = torch.cat(seen) if seen else torch.zeros(0, self.n_points_, dtype=torch.bool)
         return result, info
+
+    def _check_output_fits(self, n: int) -> None:
+        """Refuse a :meth:`sample` whose result would not fit in half the available memory (one clear
+        error instead of an allocation failure minutes later)."""
+        ref = self.landmarks_ if isinstance(self.landmarks_, Tensor) else self.landmarks_[0]
+        points = self.n_points_ or max(c.shape[0] for c in self.landmarks_)
+        need = n * points * self.n_dims_ * ref.element_size()
+        available = available_memory()
+        if available is not None and need > available // 2:
+            raise ValueError(
+                f"n={n} samples need about {need / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB of "
+                "memory is available: sample in chunks, or stream with "
+                "wbaug.sampling.BarycentricLandmarksIterableDataset"
+            )
 
     def fit_resample(
         self,
