@@ -533,3 +533,14 @@ def test_sample_refuses_outputs_larger_than_memory(faces, monkeypatch):
     with pytest.raises(ValueError, match="n=10000000 samples need about .* GiB"):
         s.sample(10_000_000)
     assert s.sample(100).shape == (100, 12, 2)  # 9.6 kB: fine
+
+
+def test_fit_owns_its_data(faces):
+    """Editing the caller's array (NumPy or torch) after fit changes nothing the sampler does."""
+    for make in (lambda x: x.numpy().copy(), lambda x: x.clone()):
+        data = make(faces)
+        s = WassersteinBarycentricSampler(3).fit(data)
+        before = s.sample(20, generator=torch.Generator().manual_seed(0))
+        data[:] = 0  # in place, on the caller's side
+        torch.testing.assert_close(s.sample(20, generator=torch.Generator().manual_seed(0)), before)
+        torch.testing.assert_close(s.landmarks_, faces)
