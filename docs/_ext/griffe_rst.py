@@ -15,6 +15,16 @@ _LITERAL = re.compile(r"``([^`]+)``")
 _EXAMPLE = re.compile(r"^(\s*)Example:\s*$", re.M)
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _role(match: re.Match) -> str:
+    """``:func:`~a.b.c``` -> ```c```; ``:func:`a.b.c``` -> ```a.b.c```."""
+    target = match.group(1)
+    return f"`{target.split('.')[-1]}`" if "~" in match.group(0) else f"`{target}`"
+
+
 def _math_blocks(text: str) -> str:
     """``.. math::`` (inline on the directive line, or an indented block) -> ``$$ ... $$``."""
     lines = text.split("\n")
@@ -30,7 +40,7 @@ def _math_blocks(text: str) -> str:
         indent, rest = match.groups()
         body = [rest] if rest.strip() else []
         i += 1
-        while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > len(indent)):
+        while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > len(indent)):
             body.append(lines[i].strip())
             i += 1
         content = " ".join(b for b in body if b)
@@ -42,7 +52,7 @@ def rst_to_markdown(text: str) -> str:
     """Rewrite the RST constructs our docstrings use into Markdown (see the module docstring)."""
     text = _math_blocks(text)
     text = _MATH_ROLE.sub(lambda m: f"${m.group(1)}$", text)
-    text = _ROLE.sub(lambda m: f"`{m.group(1).split('.')[-1] if m.group(0).count('~') else m.group(1)}`", text)
+    text = _ROLE.sub(_role, text)
     text = _LITERAL.sub(r"`\1`", text)
     return _EXAMPLE.sub(r"\1Examples:", text)
 
