@@ -201,7 +201,7 @@ def run_sample(
     out: str | Path | None = None,
     plot: str | Path | None = None,
     save_sampler: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     log=print,
 ) -> dict[str, Any]:
     """Fit a :class:`~wbaug.sampling.WassersteinBarycentricSampler`, sample ``n`` sets and write the outputs.
@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "concentration": args.concentration,
         "max_clique_size": args.max_clique_size,
         "seed": args.seed,
-        "progress": not args.no_progress,
+        "progress": False if args.no_progress else None,  # None: bars only on a terminal
     }
     try:
         if args.command == "sample":
