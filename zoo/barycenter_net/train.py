@@ -51,6 +51,7 @@ from zoo.common import (
     init_distributed,
     make_generator,
     progress,
+    run_summary,
     save_config,
     save_figure,
     seed_process,
@@ -254,6 +255,7 @@ def _train(cfg: BarycenterNetConfig, *, resume: bool, overwrite: bool, ctx: Dist
     }
     if ctx.is_main:
         atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
+        print(run_summary(out, result, sorted(k for k in metrics if k.startswith("kl_"))))
     return result
 
 

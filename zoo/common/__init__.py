@@ -45,7 +45,7 @@ from zoo.common.distributed import (
     resolve_device,
     wrap_ddp,
 )
-from zoo.common.logging import MetricLogger, landmark_figure, progress, save_figure
+from zoo.common.logging import MetricLogger, landmark_figure, progress, run_summary, save_figure
 from zoo.common.seeding import derive_seed, make_generator, sample_generator, seed_process, worker_generator
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "parse_config",
     "prepare_run_dir",
     "progress",
+    "run_summary",
     "resolve_device",
     "restore_rng_state",
     "sample_generator",

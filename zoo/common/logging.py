@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from wbaug.io_atomic import atomic_write
 
-__all__ = ["MetricLogger", "landmark_figure", "progress", "save_figure"]
+__all__ = ["MetricLogger", "landmark_figure", "progress", "run_summary", "save_figure"]
 
 
 def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
@@ -207,3 +207,26 @@ def save_figure(figure: Any, path: str | os.PathLike) -> Path:
     with atomic_write(path) as fh:
         figure.savefig(fh, format=path.suffix[1:].lower() or "png")
     return path
+
+
+def run_summary(out_dir: str | Path, result: dict[str, Any], keys: Sequence[str]) -> str:
+    """The closing lines every trainer prints: final step, the chosen metrics, and where the
+    checkpoints, logs, figures and ``metrics.json`` went (what a user looks for when a run ends).
+
+    Example:
+        >>> text = run_summary("runs/x", {"step": 10, "nme": 0.05, "train_seconds": 2.0}, ["nme"])
+        >>> print(text.splitlines()[0])
+        done: step 10 in 2.0 s; nme 0.05
+    """
+    out = Path(out_dir)
+    numbers = "; ".join(f"{k} {result[k]:.4g}" for k in keys if isinstance(result.get(k), (int, float)))
+    seconds = result.get("train_seconds")
+    head = f"done: step {result.get('step')}" + (f" in {seconds:.1f} s" if isinstance(seconds, float) else "")
+    where = {
+        "checkpoints": out / "checkpoints" / "last.pt",
+        "logs": out / "logs",
+        "figures": out / "samples",
+        "metrics": out / "metrics.json",
+    }
+    places = "  " + " | ".join(f"{name} {path}" for name, path in where.items())
+    return f"{head}; {numbers}\n{places}" if numbers else f"{head}\n{places}"

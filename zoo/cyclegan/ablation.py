@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wbaug.io_atomic import atomic_write_text
 from zoo.cyclegan.config import PRESETS, CycleGANConfig
 
 __all__ = ["ROWS", "cell_config", "format_table", "main", "run_ablation"]
@@ -122,9 +123,7 @@ def run_ablation(
                     fh.write(json.dumps(record) + "\n")
                 done.append(record)
                 table = format_table(done, budgets, rows)
-                tmp = out / ".table.md.tmp"
-                tmp.write_text(table)
-                tmp.replace(out / "table.md")
+                atomic_write_text(out / "table.md", table)
     return done
 
 

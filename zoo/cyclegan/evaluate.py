@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from wbaug.io_atomic import atomic_write_text
 from wbaug.landmarks import LandmarkLayout, get_layout
 
 __all__ = ["evaluate_model", "log_samples", "main", "predict"]
@@ -153,11 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     text = json.dumps(result, indent=2)
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+        atomic_write_text(args.json, text + "\n")
     print(text)
     return result
 

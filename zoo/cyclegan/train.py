@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from wbaug.io_atomic import atomic_write_text
 from wbaug.landmarks import get_layout
 from wbaug.losses import wasserstein_landmark_loss
 from zoo.common import (
@@ -71,6 +72,7 @@ from zoo.common import (
     init_distributed,
     make_generator,
     progress,
+    run_summary,
     save_config,
     seed_process,
     trainer_main,
@@ -647,12 +649,9 @@ def _train(
         "iterations_per_s": totals["steps"] / seconds,
     }
     if ctx.is_main:
-        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-        print(
-            f"[{cfg.mode_name}] step {step}: NME {metrics['nme']:.4f}, OT-NME {metrics['ot_nme']:.4f} "
-            f"(mean-shape baseline {metrics['baseline_nme']:.4f} / {metrics['baseline_ot_nme']:.4f}); "
-            f"{result['iterations_per_s']:.2f} it/s; outputs in {out}"
-        )
+        atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
+        keys = ("nme", "ot_nme", "baseline_nme", "baseline_ot_nme", "iterations_per_s")
+        print(run_summary(out, result, keys))
     return result
 
 

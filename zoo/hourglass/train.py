@@ -54,6 +54,7 @@ from zoo.common import (
     init_distributed,
     make_generator,
     progress,
+    run_summary,
     save_config,
     seed_process,
     trainer_main,
@@ -383,6 +384,7 @@ def _train(
     }
     if ctx.is_main:
         atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
+        print(run_summary(out, result, ("nme", "auc", "fr", "train_steps_per_s")))
     return result
 
 
