@@ -378,3 +378,24 @@ def test_cuda_bf16_step_and_modconv_forms():
         rtol=1e-3,
         atol=1e-3,
     )
+
+
+def test_classical_landmark_augmentation_is_a_bounded_similarity():
+    """data.classical: with probability classical_p a similarity (scale ±10 %, rotation ±π/12) about the
+    canvas centre, drawn from the sample seed (replayable); otherwise the landmark set is unchanged."""
+    from zoo.cyclegan.train import _LandmarkDomain
+
+    cfg = smoke_config()
+    pool = torch.rand(3, 68, 2) * 40 + 12
+    on = replace(cfg, data=replace(cfg.data, classical=True, classical_p=1.0))
+    off = replace(cfg, data=replace(cfg.data, classical=False))
+    for seed in range(5):
+        x = _LandmarkDomain(pool, on)[(1, seed)]
+        torch.testing.assert_close(x, _LandmarkDomain(pool, on)[(1, seed)], rtol=0, atol=0)
+        d_new, d_old = torch.pdist(x), torch.pdist(pool[1])
+        ratio = d_new / d_old
+        assert (
+            torch.allclose(ratio, ratio.mean(), rtol=1e-4) and 0.9 - 1e-5 <= float(ratio.mean()) <= 1.1 + 1e-5
+        )
+        assert not torch.equal(x, pool[1])
+        torch.testing.assert_close(_LandmarkDomain(pool, off)[(1, seed)], pool[1], rtol=0, atol=0)
