@@ -31,9 +31,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from wbaug.transforms import apply_barycentric, draw_barycentric_params
+from wbaug.transforms import apply_barycentric, draw_barycentric_params, warp_affine_crop
 from zoo.common.seeding import derive_seed, make_generator
 from zoo.hourglass.config import AugConfig, DataConfig, EltConfig
 
@@ -101,8 +100,9 @@ def canvas_matrix(landmarks: Tensor, size: int, *, margin: float = 1.3) -> Tenso
 
 
 def warp_images(images: Tensor, matrices: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """Warp ``images`` ``(B, C, H, W)`` by ``matrices`` ``(B, 3, 3)`` (source pixel → output pixel) onto an
-    output of ``size`` with bilinear sampling and zero padding (pixel centres at integers).
+    """Warp ``images`` ``(B, C, H, W)`` by affine ``matrices`` ``(B, 3, 3)`` (source pixel → output
+    pixel) onto an output of ``size`` with bilinear sampling and zero padding (pixel centres at
+    integers): wbaug's :func:`~wbaug.transforms.warp_affine_crop` on float images.
 
     A landmark ``p`` of the source image sits at ``matrices @ p`` in the output.
     """
@@ -111,23 +111,8 @@ def warp_images(images: Tensor, matrices: Tensor, size: int | tuple[int, int]) -
             f"images must be (B, C, H, W) and matrices (B, 3, 3), got {tuple(images.shape)}, "
             f"{tuple(matrices.shape)}"
         )
-    oh, ow = (size, size) if isinstance(size, int) else size
-    h, w = images.shape[-2:]
-    dtype = images.dtype if images.is_floating_point() else torch.float32
-    inv = torch.linalg.inv(matrices.to(torch.float64)).to(dtype)
-    ys, xs = torch.meshgrid(
-        torch.arange(oh, dtype=dtype, device=images.device),
-        torch.arange(ow, dtype=dtype, device=images.device),
-        indexing="ij",
-    )
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)
-    src = pts @ inv.to(images.device).transpose(1, 2)
-    src = src[..., :2] / src[..., 2:]
-    grid = torch.stack([(2 * src[..., 0] + 1) / w - 1, (2 * src[..., 1] + 1) / h - 1], -1)
-    out = F.grid_sample(
-        images.to(dtype), grid.view(-1, oh, ow, 2), mode="bilinear", padding_mode="zeros", align_corners=False
-    )
-    return out
+    work = images if images.is_floating_point() else images.to(torch.float32)
+    return warp_affine_crop(work, matrices.to(work.dtype), size)
 
 
 def _apply(matrix: Tensor, points: Tensor) -> Tensor:
