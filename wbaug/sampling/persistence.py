@@ -16,19 +16,18 @@ FORMAT_VERSION = 1
 def save_state(sampler: Any, path: str | Path, config_json: str) -> None:
     """Write ``sampler``'s fitted state to ``path`` (parent folders must exist)."""
     clouds = sampler.landmarks_
-    full = sampler.distances_
-    iu = torch.triu_indices(full.shape[0], full.shape[0], offset=1)
-    vals = full[iu[0], iu[1]]
-    known = ~torch.isnan(vals)
+    pairs = sampler.distances_.coalesce()  # sparse (M, M), both orientations, sorted by (row, col)
+    rows, cols = pairs.indices()
+    upper = rows < cols
     state: dict[str, Any] = {
         "format": "wbaug.WassersteinBarycentricSampler",
         "version": FORMAT_VERSION,
         "config": config_json,
         "knn_indices": sampler.knn_indices_.cpu(),
         "knn_distances": sampler.knn_distances_.cpu(),
-        "pair_rows": iu[0][known],
-        "pair_cols": iu[1][known],
-        "pair_values": vals[known].cpu(),
+        "pair_rows": rows[upper],
+        "pair_cols": cols[upper],
+        "pair_values": pairs.values()[upper].cpu(),
         "n_pairs_evaluated": int(sampler.n_pairs_evaluated_),
         "fit_time": float(getattr(sampler, "fit_time_", 0.0)),
         "canvas_size": getattr(sampler, "canvas_size_", None),
@@ -44,7 +43,7 @@ def save_state(sampler: Any, path: str | Path, config_json: str) -> None:
 
 def load_state(path: str | Path, *, map_location: str | torch.device | None = None) -> tuple[dict, dict]:
     """Read a file written by :func:`save_state`: returns ``(config, state)`` with ``state["landmarks"]``
-    (tensor or list), ``"distances"`` (``(M, M)``, NaN where not evaluated) and the kNN tables."""
+    (tensor or list), ``"distances"`` (sparse COO ``(M, M)`` of the evaluated pairs) and the kNN tables."""
     raw = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(raw, dict) or raw.get("format") != "wbaug.WassersteinBarycentricSampler":
         raise ValueError(f"path {str(path)!r} is not a saved WassersteinBarycentricSampler")
@@ -62,10 +61,12 @@ def load_state(path: str | Path, *, map_location: str | torch.device | None = No
         clouds = [c if map_location is None else c.to(map_location) for c in raw["landmark_list"]]
         ref = clouds[0]
     m = raw["knn_indices"].shape[0]
-    full = torch.full((m, m), float("nan"), dtype=ref.dtype)
-    full.fill_diagonal_(0.0)
-    full[raw["pair_rows"], raw["pair_cols"]] = raw["pair_values"].to(ref.dtype)
-    full[raw["pair_cols"], raw["pair_rows"]] = raw["pair_values"].to(ref.dtype)
+    rows, cols = raw["pair_rows"], raw["pair_cols"]
+    both = torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])])
+    values = raw["pair_values"].to(ref.dtype)
+    full = torch.sparse_coo_tensor(
+        both, torch.cat([values, values]), (m, m), check_invariants=True
+    ).coalesce()
     state = {
         "landmarks": clouds,
         "knn_indices": raw["knn_indices"],
