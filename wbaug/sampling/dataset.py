@@ -27,7 +27,6 @@ from wbaug.sampling._validation import check_nonnegative_int
 
 __all__ = ["BarycentricLandmarksDataset", "BarycentricLandmarksIterableDataset"]
 
-
 def _check_sampler(sampler) -> None:
     if not getattr(sampler, "is_fitted", False):
         raise ValueError("sampler must be a fitted WassersteinBarycentricSampler")

@@ -29,6 +29,7 @@ from wbaug.sampling.barycenters import clique_barycenters, masked_index_barycent
 from wbaug.sampling.cliques import clique_probabilities, maximal_cliques, pad_cliques
 from wbaug.sampling.dirichlet import sample_dirichlet
 from wbaug.sampling.graph import build_neighborhood_graph, exact_knn, knn_from_pairs, pair_distance_matrix
+from wbaug.sampling.grid_search import grid_search
 from wbaug.sampling.local import LocalSamplingMixin
 from wbaug.sampling.persistence import load_state, save_state
 from wbaug.transforms.barycentric import apply_barycentric, draw_barycentric_params
@@ -538,12 +539,15 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
     ):
         """§6.1 grid search with this sampler's other settings; see
         :func:`wbaug.sampling.select_hyperparameters`."""
-        from wbaug.sampling.hyperparameters import select_hyperparameters
-
         params = self.get_params()
         params.pop("k_neighbors")
         params.pop("epsilon")
-        return select_hyperparameters(landmarks, epsilons, ks, sampler_params=params, **kwargs)
+        params.pop("progress")
+
+        def make_sampler(eps: float | None, k: int) -> WassersteinBarycentricSampler:
+            return type(self)(k_neighbors=k, epsilon=eps, progress=False, **params)
+
+        return grid_search(landmarks, epsilons, ks, make_sampler, **kwargs)
 
     def save(self, path: str | Path) -> None:
         """Save the configuration and fitted state (plain tensors + a JSON string) with ``torch.save``."""
