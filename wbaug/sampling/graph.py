@@ -512,7 +512,7 @@ def exact_knn(
     *,
     epsilon: float | None = None,
     method: Literal["pruned", "brute"] = "pruned",
-    block_size: int = 2048,
+    block_size: int | None = None,
     batch_per_row: int | None = None,
     index_dims: int = 8,
     return_matchings: bool = False,
@@ -528,7 +528,9 @@ def exact_knn(
         method: ``"pruned"`` (certified candidates, exact W2 only where a bound cannot exclude the pair;
             ``O(M k)`` memory, see the module docs) or ``"brute"`` (all ``M (M - 1) / 2`` pairs; a
             reference for small ``M``).
-        block_size: rows searched together (memory ``O(block_size x candidates per row)``).
+        block_size: rows searched together (memory ``O(block_size x candidates per row)``); default
+            ``min(2048, max(128, ceil(M / 32)))``. It depends on ``M`` only, never on the number of
+            processes, so a distributed fit solves exactly the pairs a single process would.
         batch_per_row: candidates solved per row and round (default ``max(k, 8)``).
         index_dims: principal axes of the lower-bounding embedding kept in the k-d tree.
         return_matchings: equal-size clouds, pruned: also return the optimal matchings of the kNN pairs.
@@ -550,6 +552,8 @@ def exact_knn(
         raise ValueError(f"k must be an int with 1 <= k < M={m}, got {k!r}")
     if epsilon is not None and not float(epsilon) > 0:
         raise ValueError(f"epsilon must be positive or None, got {epsilon!r}")
+    if block_size is None:
+        block_size = min(2048, max(128, -(-m // 32)))
     for name, value in (("block_size", block_size), ("index_dims", index_dims), ("chunk_size", chunk_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
