@@ -52,7 +52,12 @@ def main() -> None:
         )
     else:
         sampler = WassersteinBarycentricSampler(args.k).fit(x)
-        record.update(n_pairs=int(sampler.n_pairs_evaluated_), n_cliques=len(sampler.cliques_))
+        record.update(
+            n_pairs=int(sampler.n_pairs_evaluated_),
+            n_solves=int(sampler.n_exact_solves_),
+            sent_bytes=int(sampler.communication_bytes_),
+            n_cliques=len(sampler.cliques_),
+        )
         if args.out is not None:
             sampler.fit_time_ = 0.0
             folder = args.out / f"rank{rank}"  # same file name: torch.save records it in the archive

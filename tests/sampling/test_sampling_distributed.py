@@ -109,7 +109,6 @@ def test_torchrun_two_ranks_knn_equals_single_process(tmp_path):
         res = got[name]
         for field in ("indices", "distances", "pair_rows", "pair_cols", "pair_values"):
             assert torch.equal(res[ref._fields.index(field)], getattr(ref, field)), (name, field)
-        assert res[ref._fields.index("n_solves")] == ref.n_solves
         if ref.matchings is not None:
             mt = res[ref._fields.index("matchings")]
             assert all(torch.equal(a, b) for a, b in zip(mt, ref.matchings))

@@ -261,8 +261,9 @@ class _CandidateIndex:
         near = near[keep].reshape(rows.numel(), q - 1)
         r = rows[:, None].expand_as(near).reshape(-1)
         if isinstance(self.clouds, Tensor):
-            flat = self.clouds.detach().to("cpu", torch.float64).flatten(1)
-            score = ((flat[r] - flat[near.reshape(-1)]) ** 2).sum(1)  # identity-coupling upper bound
+            flat = self.clouds.detach().cpu().flatten(1)
+            diff = flat[r].to(torch.float64) - flat[near.reshape(-1)].to(torch.float64)
+            score = (diff * diff).sum(1)  # identity-coupling upper bound
         else:
             score = pair_lower_bound(self.features, r, near.reshape(-1))
         order = torch.sort(score.reshape(near.shape), dim=1, stable=True).indices[:, :k]
@@ -282,12 +283,48 @@ class _CandidateIndex:
         return out_rows[other], cols[other]
 
 
+class _SolvedPairs:
+    """Memo of the pairs this process has solved (sorted keys ``min * m + max``, values, matchings).
+
+    Pure memoisation: a block asks for exactly the pairs its search needs, and a pair found here has the
+    value (and matching) a new solve would give, so the result never depends on what the memo holds; only
+    the number of solves does (a pair needed by two blocks of the same process is solved once).
+    """
+
+    def __init__(self) -> None:
+        self.keys = torch.zeros(0, dtype=torch.long)
+        self.values = torch.zeros(0, dtype=torch.float64)
+        self.perms: Tensor | None = None
+
+    def lookup(self, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """``found (K,)`` bool and positions of sorted ``keys`` in the memo."""
+        if self.keys.numel() == 0:
+            return torch.zeros(keys.numel(), dtype=torch.bool), torch.zeros(keys.numel(), dtype=torch.long)
+        pos = torch.searchsorted(self.keys, keys).clamp(max=self.keys.numel() - 1)
+        return self.keys[pos] == keys, pos
+
+    def add(self, keys: Tensor, values: Tensor, perms: Tensor | None) -> None:
+        """Add sorted unique ``keys`` (some possibly present already)."""
+        found, _ = self.lookup(keys)
+        keys, values = keys[~found], values[~found]
+        merged = torch.cat([self.keys, keys])
+        order = torch.argsort(merged)
+        self.keys = merged[order]
+        self.values = torch.cat([self.values, values])[order]
+        if perms is not None:
+            perms = perms[~found]
+            self.perms = (perms if self.perms is None else torch.cat([self.perms, perms]))[order]
+
+
 class _BlockState:
     """Solved pairs of one block of rows ``[start, stop)`` and the rows' running ``k`` smallest."""
 
-    def __init__(self, clouds: Clouds, m: int, k: int, start: int, stop: int, keep_matchings: bool) -> None:
+    def __init__(
+        self, clouds: Clouds, m: int, k: int, start: int, stop: int, keep_matchings: bool, memo: _SolvedPairs
+    ) -> None:
         self.clouds, self.m, self.start, self.stop = clouds, m, start, stop
         self.keep_matchings = keep_matchings
+        self.memo = memo
         self.keys = torch.zeros(0, dtype=torch.long)  # sorted min * m + max
         self.values = torch.zeros(0, dtype=torch.float64)
         self.perms: Tensor | None = None
@@ -295,7 +332,8 @@ class _BlockState:
         self.n_solves = 0
 
     def solve(self, rows: Tensor, cols: Tensor, chunk_size: int) -> int:
-        """Solve the not yet known pairs among ``(rows[e], cols[e])``; returns how many were solved."""
+        """Evaluate the pairs among ``(rows[e], cols[e])`` not yet known to the block (from the memo or by
+        solving them); returns how many were new to the block."""
         m = self.m
         keys = torch.unique(torch.minimum(rows, cols) * m + torch.maximum(rows, cols))
         if self.keys.numel():
@@ -304,10 +342,25 @@ class _BlockState:
         if keys.numel() == 0:
             return 0
         a, b = keys // m, keys % m
-        vals, perms = _solve_pairs(
-            self.clouds, a, b, chunk_size=chunk_size, keep_matchings=self.keep_matchings
-        )
-        self.n_solves += int(keys.numel())
+        vals = torch.empty(keys.numel(), dtype=torch.float64)
+        perms = None
+        if self.keep_matchings:
+            perms = torch.empty(
+                keys.numel(), self.clouds.shape[1], dtype=_matching_dtype(self.clouds.shape[1])
+            )
+        found, pos = self.memo.lookup(keys)
+        vals[found] = self.memo.values[pos[found]]
+        if perms is not None and bool(found.any()):
+            perms[found] = self.memo.perms[pos[found]]
+        miss = ~found
+        if bool(miss.any()):
+            new_vals, new_perms = _solve_pairs(
+                self.clouds, a[miss], b[miss], chunk_size=chunk_size, keep_matchings=self.keep_matchings
+            )
+            vals[miss] = new_vals
+            if perms is not None:
+                perms[miss] = new_perms
+            self.n_solves += int(miss.sum())
         merged = torch.cat([self.keys, keys])
         order = torch.argsort(merged)
         self.keys = merged[order]
@@ -408,11 +461,12 @@ def _search_block(
     step: int,
     chunk_size: int,
     keep_matchings: bool,
+    memo: _SolvedPairs,
 ) -> _BlockResult:
     """Exact kNN of rows ``[start, stop)`` (seeds, certified candidates, best-first; see module docs)."""
     m = cloud_count(index.clouds)
     rows = torch.arange(start, stop)
-    state = _BlockState(index.clouds, m, k, start, stop, keep_matchings)
+    state = _BlockState(index.clouds, m, k, start, stop, keep_matchings, memo)
     seeds = index.seeds(rows, k)
     state.solve(rows.repeat_interleave(k), seeds.reshape(-1), chunk_size)
     _best_first(state, rows, _candidates(index, state, rows, epsilon), epsilon, step, chunk_size)
@@ -430,6 +484,7 @@ def _search_block(
         owner = rows[:, None].expand_as(idx)[ok]
         match_keys = torch.unique(torch.minimum(owner, idx[ok]) * m + torch.maximum(owner, idx[ok]))
         matchings = state.perms[torch.searchsorted(state.keys, match_keys)]
+    memo.add(state.keys, state.values, state.perms)
     return _BlockResult(state.keys, state.values, idx, dist_, match_keys, matchings, state.n_solves)
 
 
@@ -514,7 +569,7 @@ def exact_knn(
     method: Literal["pruned", "brute"] = "pruned",
     block_size: int | None = None,
     batch_per_row: int | None = None,
-    index_dims: int = 8,
+    index_dims: int = 16,
     return_matchings: bool = False,
     progress: bool | None = False,
     chunk_size: int = 4096,
@@ -579,11 +634,14 @@ def exact_knn(
     blocks = [(s, min(s + block_size, m)) for s in range(0, m, block_size)]
     rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
     mine = list(range(rank, len(blocks), world))
+    memo = _SolvedPairs()
     parts: list[tuple[int, _BlockResult]] = []
     with tqdm(total=m, desc="exact W2 kNN (pruned)", unit="row", disable=hide, leave=False) as bar:
         for b in mine:
             start, stop = blocks[b]
-            parts.append((b, _search_block(index, start, stop, k, epsilon, step, chunk_size, keep_matchings)))
+            parts.append(
+                (b, _search_block(index, start, stop, k, epsilon, step, chunk_size, keep_matchings, memo))
+            )
             bar.update(stop - start)
     sent = [0]
     results = _gather_blocks(parts, sent) if world > 1 else [p for _, p in parts]

@@ -130,7 +130,8 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
 
     Fitted attributes: ``landmarks_``, ``distances_`` (sparse COO ``(M, M)``, symmetric, coalesced: the
     exact W2 of every evaluated pair, pairs the pruning skipped are absent; all off-diagonal pairs with
-    ``knn_method="brute"``), ``knn_indices_``/``knn_distances_``
+    ``knn_method="brute"``), ``n_exact_solves_`` / ``communication_bytes_`` (exact OT problems this fit
+    solved and bytes this process sent to other ranks; not saved), ``knn_indices_``/``knn_distances_``
     ``(M, k)``, ``n_pairs_evaluated_``, ``graph_`` (``networkx.Graph``), ``cliques_`` (list of sorted
     tuples), ``clique_table_``/``clique_mask_`` ``(C, S_max)``, ``vertex_weights_`` ``(M,)``,
     ``clique_probs_`` ``(C,)``, ``visibility_`` ``(M, N)`` (or ``None``), ``canvas_size_``, ``fit_time_``.
@@ -309,6 +310,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         start = time.perf_counter()
         k = self.k_neighbors
         matchings = None
+        self.n_exact_solves_, self.communication_bytes_ = 0, 0
         if distances is not None:
             dist = distances if isinstance(distances, Tensor) else torch.from_numpy(np.asarray(distances))
             if dist.shape != (m, m):
@@ -329,6 +331,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
                 return_matchings=isinstance(graph_clouds, Tensor),
             )
             knn_idx, knn_dist, matchings = found.indices, found.distances, found.matchings
+            self.n_exact_solves_, self.communication_bytes_ = found.n_solves, found.communication_bytes
             rows, cols, vals = found.pair_rows, found.pair_cols, found.pair_values
         ref = clouds if isinstance(clouds, Tensor) else clouds[0]
         pairs = pair_distance_matrix(rows, cols, vals, m, dtype=ref.dtype)
