@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def main() -> None:
             sampler.save(folder / "sampler.pt")
     record["seconds"] = round(time.perf_counter() - start, 3)
     record["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)
-    print(json.dumps(record), flush=True)
+    # one write() of a short line to a pipe is atomic: the ranks' lines never interleave
+    os.write(sys.stdout.fileno(), (json.dumps(record) + "\n").encode())
     if dist.is_initialized():
         dist.destroy_process_group()
 
