@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import ot
@@ -35,6 +37,7 @@ __all__ = [
     "ground_cost",
     "matched_assignment",
     "run_chunked",
+    "solver_threads",
     "uniform_barycenter_matchings",
 ]
 
@@ -100,8 +103,22 @@ def _run_kernel(kernel, args: tuple, num_problems: int) -> None:
         raise ValueError("assignment costs must be finite (got inf or NaN)")
 
 
+_WORKERS_OVERRIDE: list[int] = []  # set by solver_threads(); innermost last
+
+
+@contextmanager
+def solver_threads(workers: int) -> Iterator[None]:
+    """Within the block, batches are split over ``workers`` threads whatever :func:`torch.get_num_threads`
+    says (e.g. torch ops on one thread while the compiled solvers use all cores)."""
+    _WORKERS_OVERRIDE.append(max(1, int(workers)))
+    try:
+        yield
+    finally:
+        _WORKERS_OVERRIDE.pop()
+
+
 def _num_workers(num_problems: int) -> int:
-    workers = max(1, torch.get_num_threads())
+    workers = _WORKERS_OVERRIDE[-1] if _WORKERS_OVERRIDE else max(1, torch.get_num_threads())
     return max(1, min(workers, num_problems // _MIN_PROBLEMS_PER_THREAD))
 
 
