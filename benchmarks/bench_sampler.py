@@ -9,18 +9,28 @@ one run.
 3. per-sample overhead of the sampler as a v2 transform inside a DataLoader (landmarks only, with the
    similarity alignment to the fitted frame), and the paired TPS warp at 256x256 (the warp alone and the
    whole paired transform: draw + warp) vs kornia's ``warp_image_tps``;
-4. on CUDA (when available): fit and sample timings on the GPU.
+4. on CUDA (when available): fit and sample timings on the GPU;
+5. ``--scale``: fit at several M (default 5 000, 20 000, 50 000, 100 000), each in a fresh process
+   (``benchmarks/fit_distributed.py``) so that its peak RSS is the fit's alone: wall time, peak RSS, exact
+   OT solves per vertex; ``--scale-procs 1,2`` adds the same fits under ``torchrun --nproc_per_node 2``
+   (time, bytes each rank sent).
 
 Usage::
 
     python benchmarks/bench_sampler.py            # full run (~3-4 min on 2 CPU cores)
     python benchmarks/bench_sampler.py --quick    # small sizes, smoke test
+    python benchmarks/bench_sampler.py --sections fit --scale --scale-procs 1,2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -170,6 +180,9 @@ def main() -> None:
         default="fit,sample,transform,tps",
         help="comma-separated subset of fit,sample,transform,tps",
     )
+    parser.add_argument("--scale", action="store_true", help="fit at --scale-sizes in fresh processes")
+    parser.add_argument("--scale-sizes", default="5000,20000,50000,100000")
+    parser.add_argument("--scale-procs", default="1", help="comma-separated process counts, e.g. 1,2")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     if args.quick:
@@ -231,6 +244,53 @@ def main() -> None:
     torch.set_num_threads(threads)
     if torch.cuda.is_available():
         report_cuda(args, x)
+    if args.scale:
+        sizes = [int(v) for v in args.scale_sizes.split(",")]
+        report_scale(sizes, args.k, [int(v) for v in args.scale_procs.split(",")])
+
+
+def _fit_in_fresh_processes(m: int, k: int, procs: int) -> list[dict]:
+    """Run benchmarks/fit_distributed.py for ``m`` sets in a new process (``procs > 1``: torchrun)."""
+    script = str(Path(__file__).with_name("fit_distributed.py"))
+    cmd = [sys.executable, script]
+    if procs > 1:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={procs}",
+            "--master_port=29517",
+        ]
+        cmd.append(script)
+    env = dict(os.environ)
+    if procs > 1:  # the ranks share the cores: one intra-op thread each
+        env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // procs))
+    run = subprocess.run([*cmd, "--num-sets", str(m), "--k", str(k)], capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        print(f"[scale] M={m} procs={procs} failed:\n{run.stderr[-2000:]}")
+        return []
+    return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+
+
+def report_scale(sizes: list[int], k: int, procs_list: list[int]) -> None:
+    print(f"[scale] fit of synthetic_faces (N=68, k={k}), a fresh process per row (peak RSS its own)")
+    print(
+        "| M | processes | fit s | peak RSS GB (max over ranks) | evaluated pairs / vertex "
+        "| exact OT solves / vertex | MB sent per rank |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for m in sizes:
+        for procs in procs_list:
+            recs = _fit_in_fresh_processes(m, k, procs)
+            if not recs:
+                continue
+            r0 = recs[0]
+            print(
+                f"| {m} | {procs} | {max(r['seconds'] for r in recs):.1f} | "
+                f"{max(r['peak_rss_gb'] for r in recs):.2f} | {r0['n_pairs'] / m:.2f} | "
+                f"{r0['n_solves'] / m:.2f} | {max(r['sent_bytes'] for r in recs) / 1e6:.1f} |",
+                flush=True,
+            )
 
 
 def report_fit(args, sampler, x, fit_s, pairs) -> None:

@@ -25,6 +25,7 @@ from wbaug.sampling import (
     w2_lower_bound,
 )
 from wbaug.sampling.bounds import centroid_lower_bound
+from wbaug.sampling.graph import pair_distances
 
 
 def _clouds(seed: int, m: int, n: int, d: int = 2, clusters: int = 3) -> torch.Tensor:
@@ -130,7 +131,8 @@ def test_pruned_knn_ragged_equals_brute():
 def test_pruning_evaluates_few_pairs_and_exact_values():
     """On clustered data the pruned search evaluates far fewer than all pairs; evaluated values equal POT."""
     x = _clouds(5, 80, 8, clusters=8)
-    _, _, rows, cols, vals = exact_knn(x, 3, method="pruned")
+    res = exact_knn(x, 3, method="pruned")
+    rows, cols, vals = res.pair_rows, res.pair_cols, res.pair_values
     assert rows.numel() < 80 * 79 // 2 // 2
     for e in range(0, rows.numel(), max(1, rows.numel() // 10)):
         ref = _emd_w2(x[rows[e]], x[cols[e]])
@@ -156,10 +158,10 @@ def test_knn_and_symmetrisation_on_precomputed_matrix():
     assert {tuple(sorted(e)) for e in union.edges()} == {(0, 1), (0, 2), (2, 3), (3, 4)}
     assert {tuple(sorted(e)) for e in mutual.edges()} == {(0, 1)}
     # epsilon: W2 < 3 strictly -> (2, 3) at distance 3 and (3, 4) at 4 are cut; vertex 4 becomes isolated
-    from wbaug.sampling.graph import _knn_within
+    from wbaug.sampling.graph import knn_from_pairs
 
     iu = torch.triu_indices(5, 5, offset=1)
-    idx_e, dist_e = _knn_within(iu[0], iu[1], d[iu[0], iu[1]], 5, 1, 3.0)
+    idx_e, dist_e = knn_from_pairs(iu[0], iu[1], d[iu[0], iu[1]], 5, 1, epsilon=3.0)
     g = build_neighborhood_graph(idx_e, dist_e)
     assert {tuple(sorted(e)) for e in g.edges()} == {(0, 1), (0, 2)}
     assert g.degree(4) == 0 and g.number_of_nodes() == 5
@@ -206,3 +208,156 @@ def test_isolated_vertices_keep_and_drop():
         maximal_cliques(empty, isolated="drop")
     with pytest.raises(ValueError, match="max_clique_size"):
         maximal_cliques(graph, max_clique_size=0)
+
+
+# ----------------------------------------------------------------------------- blocked / certified kNN search
+def _face_like(seed: int, m: int, duplicates: int) -> torch.Tensor:
+    """Small synthetic_faces sets (68 points) with some exact duplicates appended (distance-0 ties)."""
+    from wbaug.datasets import synthetic_faces
+
+    x = synthetic_faces(m, generator=torch.Generator().manual_seed(seed)).double()
+    return torch.cat([x, x[:duplicates]]) if duplicates else x
+
+
+def _assert_same_as_brute(x, k, eps, **kwargs):
+    res = exact_knn(x, k, epsilon=eps, method="pruned", **kwargs)
+    ref = exact_knn(x, k, epsilon=eps, method="brute")
+    torch.testing.assert_close(res.indices, ref.indices, rtol=0, atol=0)
+    torch.testing.assert_close(res.distances, ref.distances)
+    gp = build_neighborhood_graph(res.indices, res.distances)
+    gb = build_neighborhood_graph(ref.indices, ref.distances)
+    assert set(gp.edges()) == set(gb.edges())
+    # evaluated pairs: unique, rows < cols, sorted, values equal to the brute-force values of those pairs
+    m = ref.indices.shape[0]
+    keys = res.pair_rows * m + res.pair_cols
+    assert bool((res.pair_rows < res.pair_cols).all()) and bool((keys[1:] > keys[:-1]).all())
+    brute = torch.full((m, m), float("nan"), dtype=torch.float64)
+    brute[ref.pair_rows, ref.pair_cols] = ref.pair_values
+    torch.testing.assert_close(res.pair_values, brute[res.pair_rows, res.pair_cols])
+    return res, ref
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    m=st.integers(8, 40),
+    k=st.integers(1, 5),
+    eps=st.sampled_from([None, 0.5, 2.0, 4.0]),
+    duplicates=st.integers(0, 4),
+    block=st.integers(1, 16),
+    d=st.sampled_from([1, 2, 3]),
+)
+def test_blocked_search_equals_brute_force_random(seed, m, k, eps, duplicates, block, d):
+    """Row blocks of any size (1 = every row alone), duplicates (distance-0 ties) and small epsilon
+    (isolated vertices, -1 entries): the table, graph and evaluated values equal brute force."""
+    x = _clouds(seed, m, 5, d)
+    x = torch.cat([x, x[:duplicates]])
+    k = min(k, x.shape[0] - 1)
+    res, ref = _assert_same_as_brute(x, k, eps, block_size=block)
+    if eps == 0.5:
+        assert bool((ref.indices == -1).any())  # the case of isolated / short rows is exercised
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    m=st.integers(10, 30),
+    k=st.integers(1, 6),
+    eps_scale=st.sampled_from([None, 0.3, 1.0]),
+    duplicates=st.integers(0, 3),
+    block=st.sampled_from([3, 8, 64]),
+)
+def test_blocked_search_equals_brute_force_faces(seed, m, k, eps_scale, duplicates, block):
+    """Face-like 68-point sets (synthetic_faces), with duplicates and an epsilon around the typical
+    neighbour distance (some vertices isolated): identical to brute force."""
+    x = _face_like(seed, m, duplicates)
+    k = min(k, x.shape[0] - 1)
+    eps = None
+    if eps_scale is not None:
+        iu = torch.triu_indices(x.shape[0], x.shape[0], 1)
+        eps = float(pair_distances(x, iu[0], iu[1]).median()) * eps_scale
+    _assert_same_as_brute(x, k, eps, block_size=block)
+
+
+def test_duplicate_rows_tie_to_smaller_index_across_blocks():
+    """A cloud repeated 4 times, each copy in a different block: every copy's neighbours are the other copies
+    in increasing index order (ties -> smaller index), as brute force."""
+    x = _clouds(2, 20, 5)
+    x = torch.cat([x[:1], x[1:], x[:1], x[:1], x[:1]])  # copies at 0, 20, 21, 22
+    res, _ = _assert_same_as_brute(x, 3, None, block_size=5)
+    assert res.indices[0].tolist() == [20, 21, 22]
+    assert res.indices[21].tolist() == [0, 20, 22]
+    assert res.distances[21].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_result_does_not_depend_on_block_size():
+    """The whole result (table, evaluated pairs, values) is a function of the data and block layout only;
+    different layouts may evaluate different pairs but always give the same table."""
+    x = _face_like(1, 60, 2)
+    a = exact_knn(x, 4, block_size=7)
+    b = exact_knn(x, 4, block_size=7)
+    c = exact_knn(x, 4, block_size=1000)
+    for name in ("indices", "distances", "pair_rows", "pair_cols", "pair_values"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert torch.equal(a.indices, c.indices) and torch.equal(a.distances, c.distances)
+    assert a.n_solves >= a.pair_rows.numel()
+
+
+def test_ragged_blocked_search_equals_brute():
+    """Ragged lists (Gelbrich bound, eigenvalue embedding) in several blocks: identical to brute force."""
+    g = torch.Generator().manual_seed(4)
+    clouds = [
+        torch.randn(int(s), 2, generator=g, dtype=torch.float64) * (1 + i % 2) + i % 3
+        for i, s in enumerate(torch.randint(3, 7, (25,), generator=g))
+    ]
+    clouds.append(clouds[3].clone())
+    _assert_same_as_brute(clouds, 3, None, block_size=4)
+    _assert_same_as_brute(clouds, 2, 1.5, block_size=6)
+
+
+def test_matchings_are_optimal_for_knn_pairs():
+    """return_matchings: one optimal matching per kNN pair (its cost is the exact W2^2)."""
+    x = _face_like(3, 30, 0)
+    res = exact_knn(x, 3, return_matchings=True, block_size=8)
+    mt = res.matchings
+    pairs = {(min(i, int(j)), max(i, int(j))) for i in range(30) for j in res.indices[i]}
+    assert set(zip(mt.rows.tolist(), mt.cols.tolist())) == pairs
+    w2 = pair_distances(x, mt.rows, mt.cols)
+    matched = torch.gather(x[mt.cols], 1, mt.perms.long()[..., None].expand(-1, -1, 2))
+    cost = ((x[mt.rows] - matched) ** 2).sum(-1).mean(-1)
+    torch.testing.assert_close(cost, w2**2)
+
+
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 8), d=st.sampled_from([1, 2, 3]), ragged=st.booleans())
+def test_embedding_and_pair_bounds_below_exact_w2(seed, n, d, ragged):
+    """Euclidean distances of the lower-bound embedding and the per-pair bound stay below the exact W2
+    (POT); the per-pair bound equals the dense w2_lower_bound."""
+    from wbaug.sampling.bounds import bound_features, lower_bound_embedding, pair_lower_bound
+
+    g = torch.Generator().manual_seed(seed)
+    if ragged:
+        sizes = torch.randint(2, 8, (6,), generator=g).tolist()
+        x = [torch.randn(s, d, generator=g, dtype=torch.float64) * (1 + i) for i, s in enumerate(sizes)]
+    else:
+        x = _clouds(seed, 6, n, d)
+    f = bound_features(x)
+    emb = lower_bound_embedding(f)
+    iu = torch.triu_indices(6, 6, 1)
+    lb = pair_lower_bound(f, iu[0], iu[1])
+    cut = pair_lower_bound(f, iu[0], iu[1], cutoff=lb * 0.999)  # all above their cutoff
+    assert bool(torch.isinf(cut[lb > 1e-9]).all())
+    for e, (i, j) in enumerate(iu.T.tolist()):
+        exact = _emd_w2(x[i], x[j])
+        assert float(torch.linalg.vector_norm(emb[i] - emb[j])) <= exact * (1 + 1e-9) + 1e-9
+        assert float(lb[e]) <= exact + 1e-9
+    torch.testing.assert_close(lb, w2_lower_bound(x)[iu[0], iu[1]], rtol=1e-6, atol=1e-9)
+
+
+def test_exact_knn_rejects_bad_arguments():
+    x = _clouds(0, 10, 4)
+    with pytest.raises(ValueError, match="k must be"):
+        exact_knn(x, 10)
+    with pytest.raises(ValueError, match="epsilon"):
+        exact_knn(x, 2, epsilon=-1.0)
+    with pytest.raises(ValueError, match="block_size"):
+        exact_knn(x, 2, block_size=0)
+    with pytest.raises(ValueError, match="method"):
+        exact_knn(x, 2, method="fast")

@@ -158,18 +158,25 @@ def test_fit_resample_and_ragged_ot_mode():
 
 
 def test_distances_match_pot_where_evaluated_and_brute_force_graph():
-    """distances_ holds POT's exact W2 on evaluated pairs (NaN elsewhere); pruned fit == brute fit."""
+    """distances_ (sparse, symmetric) holds POT's exact W2 on evaluated pairs and nothing else; pruned fit ==
+    brute fit."""
     x = _faces(40, seed=3)
     pruned = WassersteinBarycentricSampler(4).fit(x)
     brute = WassersteinBarycentricSampler(4, knn_method="brute").fit(x)
     assert set(pruned.graph_.edges()) == set(brute.graph_.edges())
     assert pruned.cliques_ == brute.cliques_
-    assert bool(torch.isfinite(brute.distances_).all())
-    known = torch.nonzero(torch.isfinite(pruned.distances_) & ~torch.eye(40, dtype=torch.bool))
-    assert len(known) < 40 * 39
-    for i, j in known[:: max(1, len(known) // 15)].tolist():
+    assert pruned.distances_.is_sparse and pruned.distances_.shape == (40, 40)
+    assert brute.distances_.values().numel() == 40 * 39  # every off-diagonal pair, both orientations
+    rows, cols = pruned.distances_.indices()
+    values = pruned.distances_.values()
+    assert bool((rows != cols).all())
+    assert rows.numel() == 2 * pruned.n_pairs_evaluated_ < 40 * 39
+    dense = pruned.distances_.to_dense()
+    torch.testing.assert_close(dense, dense.T)
+    for e in range(0, rows.numel(), max(1, rows.numel() // 15)):
+        i, j = int(rows[e]), int(cols[e])
         ref = np.sqrt(ot.emd2(np.full(10, 0.1), np.full(10, 0.1), ot.dist(x[i].numpy(), x[j].numpy())))
-        torch.testing.assert_close(pruned.distances_[i, j], torch.tensor(ref, dtype=torch.float64))
+        torch.testing.assert_close(values[e], torch.tensor(ref, dtype=values.dtype))
 
 
 def test_nearest_is_exact_and_sample_around_contains_query():
@@ -222,7 +229,8 @@ def test_save_load_roundtrip(tmp_path):
     assert t.get_params() == s.get_params()
     assert t.cliques_ == s.cliques_
     torch.testing.assert_close(t.clique_probs_, s.clique_probs_)
-    torch.testing.assert_close(t.distances_, s.distances_, equal_nan=True)
+    torch.testing.assert_close(t.distances_.to_dense(), s.distances_.to_dense())
+    assert torch.equal(t.distances_.indices(), s.distances_.indices())
     torch.testing.assert_close(
         t.sample(5, generator=torch.Generator().manual_seed(1)),
         s.sample(5, generator=torch.Generator().manual_seed(1)),

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from wbaug.ot._validation import as_points, as_simplex, check_positive_int
-from wbaug.ot.assignment import _jv, _run_kernel, _use_jv, batched_emd, matched_assignment
+from wbaug.ot.assignment import batched_emd, matched_assignment, uniform_barycenter_matchings
 from wbaug.ot.distance import wasserstein_distance
 
 __all__ = ["FreeSupportBarycenter", "barycenter_objective", "free_support_barycenter"]
@@ -82,47 +82,8 @@ def _uniform_fixed_point(
     Returns:
         ``sigma (B, K, N)`` (identity for clouds that do not take part) and the number of iterations run.
     """
-    bsz, ncl, n, d = y.shape
-    if _use_jv():
-        return _uniform_fixed_point_jv(y, w, x0, active_clouds, max_iter, tol)
-    flat_y = y.reshape(bsz * ncl * n, d)
-    base = (np.arange(bsz * ncl) * n).reshape(bsz, ncl, 1)  # offset of cloud (b, k) in flat_y
-    sigma = np.broadcast_to(np.arange(n), (bsz, ncl, n)).copy()
-    x = x0.copy()
-    running = np.ones(bsz, dtype=bool)
-    iterations = 0
-    for it in range(max_iter):
-        iterations = it + 1
-        pair_b, pair_k = np.nonzero(active_clouds & running[:, None])
-        prev = sigma[pair_b, pair_k]
-        # the first round matches the initial support (often a repeated cloud) to the vertices:
-        # cliques drawn with replacement repeat those problems, solve each distinct one once
-        new = matched_assignment(x[pair_b], y[pair_b, pair_k], dedupe=it == 0)
-        changed = np.zeros(bsz, dtype=bool)
-        np.logical_or.at(changed, pair_b, (new != prev).any(1))
-        sigma[pair_b, pair_k] = new
-        rows = np.nonzero(running)[0]
-        matched = flat_y[(base[rows] + sigma[rows]).reshape(-1)].reshape(rows.size, ncl, n, d)
-        if _advance(x, np.einsum("bk,bknd->bnd", w[rows], matched), rows, running, changed, it, tol):
-            break
+    _, sigma, iterations = uniform_barycenter_matchings(y, w, x0, active_clouds, max_iter, tol)
     return sigma, iterations
-
-
-def _uniform_fixed_point_jv(
-    y: np.ndarray, w: np.ndarray, x0: np.ndarray, active_clouds: np.ndarray, max_iter: int, tol: float
-) -> tuple[np.ndarray, int]:
-    """:func:`_uniform_fixed_point` with every iteration inside the compiled kernel (one call per thread)."""
-    bsz, ncl, n, _ = y.shape
-    y = np.ascontiguousarray(y, dtype=np.float64)
-    w = np.ascontiguousarray(w, dtype=np.float64)
-    active = np.ascontiguousarray(active_clouds, dtype=np.bool_)
-    x = np.array(x0, dtype=np.float64, order="C")
-    # the identity on entry; no deduplication of the first round here: solving repeated problems in the
-    # kernel measured faster (7000 k-NN cliques of faces: 0.43 s) than finding them first (0.48-0.81 s)
-    sigma = np.ascontiguousarray(np.broadcast_to(np.arange(n), (bsz, ncl, n)))
-    iterations = np.zeros(bsz, dtype=np.int64)
-    _run_kernel(_jv.barycenter_range, (y, w, active, x, sigma, max_iter, float(tol), iterations), bsz)
-    return sigma, int(iterations.max(initial=0))
 
 
 def _general_fixed_point(

@@ -24,11 +24,11 @@ from torch import Tensor, nn
 
 from wbaug.ot._validation import as_points, as_simplex, check_p, check_positive_int
 from wbaug.ot.assignment import (
-    _run_chunked,
     batched_emd,
     exact_cost_matrix,
     ground_cost_unchecked,
     matched_assignment,
+    run_chunked,
 )
 
 __all__ = ["WassersteinDistance", "pairwise_wasserstein", "transport_plan", "wasserstein_distance"]
@@ -243,7 +243,7 @@ def _pairwise_ragged(
                     cost = cost ** (p / 2.0)
                 value[k] = ot.emd2(weights[i[k]], weights[j[k]], cost, numItermax=1_000_000)
 
-        _run_chunked(solve, i.size)
+        run_chunked(solve, i.size)
         out[i, j] = value
         out[j, i] = value
         if bar is not None:

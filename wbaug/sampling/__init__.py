@@ -19,7 +19,13 @@ from wbaug.sampling.bounds import (
 from wbaug.sampling.cliques import clique_probabilities, maximal_cliques, pad_cliques
 from wbaug.sampling.dataset import BarycentricLandmarksDataset, BarycentricLandmarksIterableDataset
 from wbaug.sampling.dirichlet import sample_dirichlet
-from wbaug.sampling.graph import build_neighborhood_graph, exact_knn, knn_from_distances
+from wbaug.sampling.graph import (
+    KnnResult,
+    build_neighborhood_graph,
+    exact_knn,
+    knn_from_distances,
+    knn_from_pairs,
+)
 from wbaug.sampling.hyperparameters import HyperparameterSearch, select_hyperparameters
 from wbaug.sampling.nearest import W2NearestNeighbor
 from wbaug.sampling.sampler import WassersteinBarycentricSampler
@@ -28,6 +34,7 @@ __all__ = [
     "BarycentricLandmarksDataset",
     "BarycentricLandmarksIterableDataset",
     "HyperparameterSearch",
+    "KnnResult",
     "W2NearestNeighbor",
     "WassersteinBarycentricSampler",
     "build_neighborhood_graph",
@@ -37,6 +44,7 @@ __all__ = [
     "gelbrich_lower_bound",
     "identity_upper_bound",
     "knn_from_distances",
+    "knn_from_pairs",
     "maximal_cliques",
     "pad_cliques",
     "projection_lower_bound",

@@ -36,12 +36,17 @@ Upper bound
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "SAFETY_MARGIN",
+    "BoundFeatures",
+    "bound_features",
+    "lower_bound_embedding",
+    "pair_lower_bound",
     "centroid_lower_bound",
     "gelbrich_from_moments",
     "gelbrich_lower_bound",
@@ -225,3 +230,121 @@ def w2_lower_bound(clouds: Tensor | list[Tensor], *, n_bases: int = 4) -> Tensor
     lb.mul_(1.0 - SAFETY_MARGIN)
     lb.fill_diagonal_(0.0)
     return lb
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-pair bounds and a lower-bounding embedding (the fit's candidate search: no (M, M) array)
+
+
+class BoundFeatures(NamedTuple):
+    """Per-cloud quantities from which every pair's lower bound is computed (float64, CPU).
+
+    Attributes:
+        mean: ``(M, D)`` means.
+        cov: ``(M, D, D)`` biased covariances.
+        root: ``(M, D, D)`` PSD square roots of ``cov`` (used for ``D > 2``).
+        projections: ``(n_bases, M, N * D)`` centred projections sorted along the points (equal-size
+            clouds), or ``None`` for ragged lists.
+        n_points: ``N`` for equal-size clouds, else ``None``.
+    """
+
+    mean: Tensor
+    cov: Tensor
+    root: Tensor
+    projections: Tensor | None
+    n_points: int | None
+
+
+def bound_features(clouds: Tensor | list[Tensor], *, n_bases: int = 4) -> BoundFeatures:
+    """:class:`BoundFeatures` of ``(M, N, D)`` clouds or a list of ``(N_i, D)`` clouds (``O(M N D)``
+    memory)."""
+    mean, cov = moments(clouds)
+    mean, cov = mean.cpu(), cov.cpu()
+    root = _psd_sqrt(cov) if cov.shape[-1] > 2 else cov.new_zeros(cov.shape[0], 0, 0)
+    if isinstance(clouds, Tensor):
+        _, proj = sorted_projections(clouds, n_bases=n_bases)
+        return BoundFeatures(mean, cov, root, proj.cpu().contiguous(), int(clouds.shape[1]))
+    return BoundFeatures(mean, cov, root, None, None)
+
+
+def pair_lower_bound(
+    features: BoundFeatures,
+    rows: Tensor,
+    cols: Tensor,
+    *,
+    cutoff: Tensor | None = None,
+    chunk_size: int = 32768,
+) -> Tensor:
+    """``(E,)`` float64 lower bound of W2 between clouds ``rows[e]`` and ``cols[e]``: the larger of the
+    Gelbrich bound and (equal-size clouds) the sorted-projection bounds, shrunk by :data:`SAFETY_MARGIN`.
+
+    Same value as :func:`w2_lower_bound` up to round-off, for listed pairs only (differences are taken
+    directly, so no cancellation slack is needed for the mean and projection terms). With ``cutoff``
+    ``(E,)``, a pair is dropped from the remaining terms as soon as one term exceeds its cutoff and is
+    returned as ``inf`` (its bound is then known to exceed the cutoff).
+    """
+    out = torch.empty(rows.numel(), dtype=torch.float64)
+    for s in range(0, rows.numel(), chunk_size):
+        a, b = rows[s : s + chunk_size], cols[s : s + chunk_size]
+        sq = _pair_gelbrich_sq(features, a, b)
+        live = torch.arange(a.numel())
+        if cutoff is not None:  # compare squares, widened so that the final shrink cannot flip a pair
+            limit = (cutoff[s : s + chunk_size].to(torch.float64) * (1.0 + 4.0 * SAFETY_MARGIN)) ** 2
+            sq[sq > limit] = float("inf")
+            live = live[sq <= limit]
+        if features.projections is not None:
+            dm = features.mean[a] - features.mean[b]
+            mean_sq = (dm * dm).sum(1)
+            n = features.n_points
+            for proj in features.projections:
+                diff = proj[a[live]] - proj[b[live]]
+                term = (diff * diff).sum(1) / n + mean_sq[live]
+                sq[live] = torch.maximum(sq[live], term)
+                if cutoff is not None:
+                    over = sq[live] > limit[live]
+                    sq[live[over]] = float("inf")
+                    live = live[~over]
+        out[s : s + chunk_size] = sq.sqrt_().mul_(1.0 - SAFETY_MARGIN)
+    return out
+
+
+def _pair_gelbrich_sq(features: BoundFeatures, a: Tensor, b: Tensor) -> Tensor:
+    """Squared Gelbrich bound of the listed pairs (clamped at 0, with a round-off slack)."""
+    dm = features.mean[a] - features.mean[b]
+    ca, cb = features.cov[a], features.cov[b]
+    d = ca.shape[-1]
+    tr_a = torch.diagonal(ca, dim1=1, dim2=2).sum(-1)
+    tr_b = torch.diagonal(cb, dim1=1, dim2=2).sum(-1)
+    if d == 1:
+        fidelity = ca[:, 0, 0].clamp_min(0).sqrt() * cb[:, 0, 0].clamp_min(0).sqrt()
+    elif d == 2:
+        tr_prod = (ca * cb).sum((1, 2))  # tr(Σ_a Σ_b) for symmetric matrices
+        fidelity = (tr_prod + 2.0 * (_det2(ca) * _det2(cb)).sqrt()).clamp_min(0.0).sqrt()
+    else:
+        r = features.root[a]
+        fidelity = torch.linalg.eigvalsh(r @ cb @ r).clamp_min(0.0).sqrt().sum(-1)
+    slack = 16.0 * d * _EPS64 * (tr_a + tr_b)
+    return ((dm * dm).sum(1) + tr_a + tr_b - 2.0 * fidelity - slack).clamp_min(0.0)
+
+
+def lower_bound_embedding(features: BoundFeatures) -> Tensor:
+    r"""``(M, F)`` float64 vectors whose Euclidean distances lower-bound W2: :math:`\lVert e_i - e_j\rVert
+    \le W_2(\mu_i, \mu_j)` (before round-off; callers add a relative margin).
+
+    * Equal-size clouds: :math:`e_i = [m_i, P_{i,1}, \dots, P_{i,B}]` with the centred sorted
+      projections :math:`P_{i,b}` scaled by :math:`1/\sqrt{N B}`. Then :math:`\lVert e_i-e_j\rVert^2 =
+      \lVert m_i-m_j\rVert^2 + \frac1B\sum_b \frac1N\lVert P_{i,b}-P_{j,b}\rVert^2`, the *mean* over bases
+      of the projection bounds, which is at most their maximum, hence at most :math:`W_2^2`.
+    * Ragged clouds: :math:`e_i = [m_i, \sqrt{\lambda(\Sigma_i)}]` (eigenvalues in ascending order). By von
+      Neumann's trace inequality :math:`\operatorname{tr}|\Sigma_i^{1/2}\Sigma_j^{1/2}| \le \sum_d
+      \sqrt{\lambda_d(\Sigma_i)\lambda_d(\Sigma_j)}`, so the Bures term of the Gelbrich bound is at least
+      :math:`\lVert\sqrt{\lambda(\Sigma_i)} - \sqrt{\lambda(\Sigma_j)}\rVert^2`.
+
+    Any orthogonal projection of these vectors (e.g. onto principal axes) is still a lower bound.
+    """
+    if features.projections is not None:
+        proj = features.projections
+        scale = 1.0 / math.sqrt(features.n_points * proj.shape[0])
+        return torch.cat([features.mean, *(p * scale for p in proj)], 1)
+    evals = torch.linalg.eigvalsh(features.cov).clamp_min(0.0).sqrt()
+    return torch.cat([features.mean, evals], 1)

@@ -76,9 +76,9 @@ class W2NearestNeighbor:
         from wbaug.ot import wasserstein_distance
 
         if isinstance(queries, Tensor) and isinstance(self.clouds, Tensor):
-            from wbaug.sampling.graph import _uniform_pair_w2
+            from wbaug.sampling.graph import uniform_pair_w2
 
-            return _uniform_pair_w2(queries[q.to(queries.device)], self.clouds[j.to(self.clouds.device)])
+            return uniform_pair_w2(queries[q.to(queries.device)], self.clouds[j.to(self.clouds.device)])[0]
         out = torch.empty(q.numel(), dtype=torch.float64)
         for e, (a, b) in enumerate(zip(q.tolist(), j.tolist())):
             y = self.clouds[b]

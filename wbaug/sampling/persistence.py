@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from wbaug.io_atomic import atomic_write
+from wbaug.sampling.graph import pair_distance_matrix
 
 __all__ = ["CONFIG_KEYS", "FORMAT_VERSION", "load_state", "save_state", "state_checksum", "validate_state"]
 
@@ -75,19 +76,18 @@ def state_checksum(state: dict[str, Any]) -> str:
 def save_state(sampler: Any, path: str | Path, config_json: str) -> None:
     """Write ``sampler``'s fitted state to ``path`` atomically, with a content checksum."""
     clouds = sampler.landmarks_
-    full = sampler.distances_
-    iu = torch.triu_indices(full.shape[0], full.shape[0], offset=1)
-    vals = full[iu[0], iu[1]]
-    known = ~torch.isnan(vals)
+    pairs = sampler.distances_.coalesce()  # sparse (M, M), both orientations, sorted by (row, col)
+    rows, cols = pairs.indices()
+    upper = rows < cols
     state: dict[str, Any] = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "config": config_json,
         "knn_indices": sampler.knn_indices_.cpu(),
         "knn_distances": sampler.knn_distances_.cpu(),
-        "pair_rows": iu[0][known],
-        "pair_cols": iu[1][known],
-        "pair_values": vals[known].cpu(),
+        "pair_rows": rows[upper].clone(),
+        "pair_cols": cols[upper].clone(),
+        "pair_values": pairs.values()[upper].cpu().clone(),
         "n_pairs_evaluated": int(sampler.n_pairs_evaluated_),
         "fit_time": float(getattr(sampler, "fit_time_", 0.0)),
         "canvas_size": None if sampler.canvas_size_ is None else [int(c) for c in sampler.canvas_size_],
@@ -217,7 +217,7 @@ def _landmarks(raw: dict) -> tuple[Tensor | list[Tensor], int]:
     return clouds, len(clouds)
 
 
-def _tables(raw: dict, m: int, config: dict[str, Any]) -> Tensor:
+def _tables(raw: dict, m: int, config: dict[str, Any]) -> None:
     k = config["k_neighbors"]
     idx = _tensor(raw, "knn_indices", (torch.int64,), 2)
     dist = _tensor(raw, "knn_distances", _FLOATS, 2)
@@ -252,19 +252,24 @@ def _tables(raw: dict, m: int, config: dict[str, Any]) -> Tensor:
         bool(torch.isfinite(vals).all()) and bool((vals >= 0).all()),
         "'pair_values' has NaN, infinite or negative values",
     )
-    # the dense symmetric table the sampler uses (NaN: not evaluated); a duplicate pair leaves fewer entries
-    full = torch.full((m, m), float("nan"), dtype=torch.float64)
-    full.fill_diagonal_(0.0)
-    full[rows, cols] = vals.double()
-    full[cols, rows] = vals.double()
-    _need(int(torch.isfinite(full).sum()) == m + 2 * vals.numel(), "duplicate pairs in the pair table")
+    # O(E) checks (no (M, M) table: files of 100 000 sets load in bounded memory)
+    keys = rows * m + cols
+    order = torch.argsort(keys)
+    sorted_keys = keys[order]
+    _need(bool((sorted_keys[1:] != sorted_keys[:-1]).all()), "duplicate pairs in the pair table")
     # every kNN edge is an evaluated pair with the same distance
-    stored = full[torch.arange(m)[:, None].expand_as(idx)[present], idx[present]]
-    _need(bool(torch.isfinite(stored).all()), "'knn_indices' names pairs missing from the pair table")
-    _need(
-        torch.allclose(stored, dist[present].double(), rtol=1e-5, atol=1e-6),
-        "'knn_distances' disagree with the pair table",
-    )
+    a = torch.arange(m)[:, None].expand_as(idx)[present]
+    b = idx[present]
+    edge = torch.minimum(a, b) * m + torch.maximum(a, b)
+    pos = torch.searchsorted(sorted_keys, edge).clamp(max=max(sorted_keys.numel() - 1, 0))
+    found = sorted_keys.numel() > 0 and bool((sorted_keys[pos] == edge).all())
+    _need(edge.numel() == 0 or found, "'knn_indices' names pairs missing from the pair table")
+    if edge.numel() > 0:
+        stored = vals[order][pos].double()
+        _need(
+            torch.allclose(stored, dist[present].double(), rtol=1e-5, atol=1e-6),
+            "'knn_distances' disagree with the pair table",
+        )
     n_pairs = raw["n_pairs_evaluated"]
     _need(
         isinstance(n_pairs, int)
@@ -276,7 +281,6 @@ def _tables(raw: dict, m: int, config: dict[str, Any]) -> Tensor:
     _need(
         isinstance(fit_time, float) and math.isfinite(fit_time) and fit_time >= 0, f"'fit_time'={fit_time!r}"
     )
-    return full
 
 
 def validate_state(raw: Any, path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -312,12 +316,12 @@ def validate_state(raw: Any, path: str | Path) -> tuple[dict[str, Any], dict[str
             config["correspondence"] != "index" or isinstance(clouds, Tensor),
             "correspondence='index' needs landmark sets of equal size",
         )
-        full = _tables(raw, m, config)
+        _tables(raw, m, config)
         visibility, canvas_size = _frame_entries(raw, clouds, config)
     except _Invalid as err:
         raise ValueError(f"{where}: invalid sampler file: {err}") from None
     ref = clouds if isinstance(clouds, Tensor) else clouds[0]
-    full = full.to(ref.dtype)
+    full = pair_distance_matrix(raw["pair_rows"], raw["pair_cols"], raw["pair_values"], m, dtype=ref.dtype)
     state = {
         "landmarks": clouds,
         "knn_indices": raw["knn_indices"],
@@ -333,9 +337,9 @@ def validate_state(raw: Any, path: str | Path) -> tuple[dict[str, Any], dict[str
 
 def load_state(path: str | Path, *, map_location: str | torch.device | None = None) -> tuple[dict, dict]:
     """Read and validate a file written by :func:`save_state`: returns ``(config, state)`` with
-    ``state["landmarks"]`` (``(M, N, D)`` tensor or list of ``(N_i, D)``), ``"distances"`` (``(M, M)``, NaN
-    where not evaluated), the kNN tables ``(M, k)``, ``"visibility"`` (``(M, N)`` bool or None) and
-    ``"canvas_size"`` (``(H, W)`` or None).
+    ``state["landmarks"]`` (``(M, N, D)`` tensor or list of ``(N_i, D)``), ``"distances"`` (sparse COO
+    ``(M, M)`` of the evaluated pairs), the kNN tables ``(M, k)``, ``"visibility"`` (``(M, N)`` bool or
+    None) and ``"canvas_size"`` (``(H, W)`` or None).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.

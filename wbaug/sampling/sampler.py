@@ -30,7 +30,8 @@ from wbaug.sampling._validation import (
 from wbaug.sampling.barycenters import clique_barycenters, masked_index_barycenters
 from wbaug.sampling.cliques import clique_probabilities, maximal_cliques, pad_cliques
 from wbaug.sampling.dirichlet import sample_dirichlet
-from wbaug.sampling.graph import _knn_within, build_neighborhood_graph, exact_knn
+from wbaug.sampling.graph import build_neighborhood_graph, exact_knn, knn_from_pairs, pair_distance_matrix
+from wbaug.sampling.grid_search import grid_search
 from wbaug.sampling.local import LocalSamplingMixin
 from wbaug.sampling.persistence import CONFIG_KEYS, load_state, save_state
 from wbaug.transforms.barycentric import apply_barycentric, draw_barycentric_params
@@ -45,6 +46,16 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def _agreed_seconds(seconds: float) -> float:
+    """The fit time every rank records under :mod:`torch.distributed` (the slowest rank's), so that all
+    ranks hold, and save, the same state; ``seconds`` unchanged in a single process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return seconds
+    t = torch.tensor([seconds], dtype=torch.float64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t)
 
 
 class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
@@ -106,8 +117,10 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         generator: the transform's source of randomness (``None``: torch's global RNG, so
             ``torch.manual_seed`` and DataLoader worker seeding apply).
 
-    Fitted attributes: ``landmarks_``, ``distances_`` ``(M, M)`` (exact W2 of every evaluated pair, NaN for
-    pairs the pruning skipped; all finite with ``knn_method="brute"``), ``knn_indices_``/``knn_distances_``
+    Fitted attributes: ``landmarks_``, ``distances_`` (sparse COO ``(M, M)``, symmetric, coalesced: the
+    exact W2 of every evaluated pair, pairs the pruning skipped are absent; all off-diagonal pairs with
+    ``knn_method="brute"``), ``n_exact_solves_`` / ``communication_bytes_`` (exact OT problems this fit
+    solved and bytes this process sent to other ranks; not saved), ``knn_indices_``/``knn_distances_``
     ``(M, k)``, ``n_pairs_evaluated_``, ``graph_`` (``networkx.Graph``), ``cliques_`` (list of sorted
     tuples), ``clique_table_``/``clique_mask_`` ``(C, S_max)``, ``vertex_weights_`` ``(M,)``,
     ``clique_probs_`` ``(C,)``, ``visibility_`` ``(M, N)`` (or ``None``), ``canvas_size_``, ``fit_time_``.
@@ -294,6 +307,8 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
             vis = None
         start = time.perf_counter()
         k = self.k_neighbors
+        matchings = None
+        self.n_exact_solves_, self.communication_bytes_ = 0, 0
         if distances is not None:
             dist = distances if isinstance(distances, Tensor) else torch.from_numpy(np.asarray(distances))
             if dist.shape != (m, m):
@@ -303,28 +318,26 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
                 raise ValueError("distances must be finite and non-negative")
             iu = torch.triu_indices(m, m, offset=1)
             rows, cols, vals = iu[0], iu[1], dist[iu[0], iu[1]]
-            radius = float("inf") if self.epsilon is None else self.epsilon
-            knn_idx, knn_dist = _knn_within(rows, cols, vals, m, k, radius)
+            knn_idx, knn_dist = knn_from_pairs(rows, cols, vals, m, k, epsilon=self.epsilon)
         else:
-            perms: list[Tensor] | None = [] if isinstance(graph_clouds, Tensor) else None
-            knn_idx, knn_dist, rows, cols, vals = exact_knn(
+            found = exact_knn(
                 graph_clouds,
                 k,
                 epsilon=self.epsilon,
                 method=self.knn_method,
                 progress=self.progress if progress is None else progress,
-                perm_out=perms,
+                return_matchings=isinstance(graph_clouds, Tensor),
             )
+            knn_idx, knn_dist, matchings = found.indices, found.distances, found.matchings
+            self.n_exact_solves_, self.communication_bytes_ = found.n_solves, found.communication_bytes
+            rows, cols, vals = found.pair_rows, found.pair_cols, found.pair_values
         ref = clouds if isinstance(clouds, Tensor) else clouds[0]
-        full = torch.full((m, m), float("nan"), dtype=ref.dtype)
-        full.fill_diagonal_(0.0)
-        full[rows, cols] = vals.to(ref.dtype)
-        full[cols, rows] = vals.to(ref.dtype)
-        self._set_fitted(clouds, knn_idx, knn_dist, full, int(rows.numel()), visibility=vis)
+        pairs = pair_distance_matrix(rows, cols, vals, m, dtype=ref.dtype)
+        self._set_fitted(clouds, knn_idx, knn_dist, pairs, int(rows.numel()), visibility=vis)
         self.canvas_size_ = canvas_size
-        if distances is None and perms:
-            self._cache_edge_matchings(rows, cols, torch.cat(perms))
-        self.fit_time_ = time.perf_counter() - start
+        if matchings is not None:
+            self._cache_edge_matchings(matchings.rows, matchings.cols, matchings.perms)
+        self.fit_time_ = _agreed_seconds(time.perf_counter() - start)
         return self
 
     def _set_fitted(
@@ -332,7 +345,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         clouds: Clouds,
         knn_idx: Tensor,
         knn_dist: Tensor,
-        full: Tensor,
+        distances: Tensor,
         n_pairs: int,
         *,
         visibility: Tensor | None = None,
@@ -346,7 +359,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         self.n_dims_ = clouds.shape[-1] if isinstance(clouds, Tensor) else clouds[0].shape[-1]
         self.knn_indices_ = knn_idx
         self.knn_distances_ = knn_dist
-        self.distances_ = full
+        self.distances_ = distances
         self.n_pairs_evaluated_ = n_pairs
         self.graph_ = build_neighborhood_graph(knn_idx, knn_dist, symmetrize=self.symmetrize, num_nodes=m)
         self.cliques_ = maximal_cliques(
@@ -544,12 +557,15 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
     ):
         """§6.1 grid search with this sampler's other settings; see
         :func:`wbaug.sampling.select_hyperparameters`."""
-        from wbaug.sampling.hyperparameters import select_hyperparameters
-
         params = self.get_params()
         params.pop("k_neighbors")
         params.pop("epsilon")
-        return select_hyperparameters(landmarks, epsilons, ks, sampler_params=params, **kwargs)
+        params.pop("progress")
+
+        def make_sampler(eps: float | None, k: int) -> WassersteinBarycentricSampler:
+            return type(self)(k_neighbors=k, epsilon=eps, progress=False, **params)
+
+        return grid_search(landmarks, epsilons, ks, make_sampler, **kwargs)
 
     def save(self, path: str | Path) -> None:
         """Save the configuration and fitted state (plain tensors + a JSON string) with ``torch.save``."""
