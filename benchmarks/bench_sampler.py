@@ -44,6 +44,20 @@ from wbaug.sampling import WassersteinBarycentricSampler
 from wbaug.transforms import tps_warp_image
 
 
+def _same_graph(sampler: WassersteinBarycentricSampler, **params) -> WassersteinBarycentricSampler:
+    """A sampler with other settings (``correspondence``, ``p``, ``paired``, ...) on ``sampler``'s fitted
+    graph, without refitting."""
+    out = WassersteinBarycentricSampler(k_neighbors=sampler.k_neighbors, **params)
+    out._set_fitted(
+        sampler.landmarks_,
+        sampler.knn_indices_,
+        sampler.knn_distances_,
+        sampler.distances_,
+        sampler.n_pairs_evaluated_,
+    )
+    return out
+
+
 def _timeit(fn, repeat: int = 1) -> float:
     fn()
     start = time.perf_counter()
@@ -199,22 +213,8 @@ def main() -> None:
         report_fit(args, sampler, x, fit_s, pairs)
     if "sample" in sections:
         report_sample(args, sampler)
-    index_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, p=1.0)
-    index_sampler._set_fitted(
-        sampler.landmarks_,
-        sampler.knn_indices_,
-        sampler.knn_distances_,
-        sampler.distances_,
-        sampler.n_pairs_evaluated_,
-    )
-    paired_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, p=1.0, paired=True)
-    paired_sampler._set_fitted(
-        sampler.landmarks_,
-        sampler.knn_indices_,
-        sampler.knn_distances_,
-        sampler.distances_,
-        sampler.n_pairs_evaluated_,
-    )
+    index_sampler = _same_graph(sampler, p=1.0)
+    paired_sampler = _same_graph(sampler, p=1.0, paired=True)
     # per-sample transforms run in DataLoader workers, which use one intra-op thread
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -311,22 +311,7 @@ def report_sample(args, sampler) -> None:
     sampler.sample(args.n, generator=torch.Generator().manual_seed(1))
     sample_s = time.perf_counter() - start
     ref_sample = reference_sample_time(sampler, args.ref_samples, args.n)
-    index_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, p=1.0)
-    index_sampler._set_fitted(
-        sampler.landmarks_,
-        sampler.knn_indices_,
-        sampler.knn_distances_,
-        sampler.distances_,
-        sampler.n_pairs_evaluated_,
-    )
-    paired_sampler = WassersteinBarycentricSampler(k_neighbors=args.k, p=1.0, paired=True)
-    paired_sampler._set_fitted(
-        sampler.landmarks_,
-        sampler.knn_indices_,
-        sampler.knn_distances_,
-        sampler.distances_,
-        sampler.n_pairs_evaluated_,
-    )
+    index_sampler = _same_graph(sampler, p=1.0)
     start = time.perf_counter()
     index_sampler.sample(args.n, generator=torch.Generator().manual_seed(1))
     index_s = time.perf_counter() - start
