@@ -394,8 +394,7 @@ def test_classical_landmark_augmentation_is_a_bounded_similarity():
         torch.testing.assert_close(x, _LandmarkDomain(pool, on)[(1, seed)], rtol=0, atol=0)
         d_new, d_old = torch.pdist(x), torch.pdist(pool[1])
         ratio = d_new / d_old
-        assert (
-            torch.allclose(ratio, ratio.mean(), rtol=1e-4) and 0.9 - 1e-5 <= float(ratio.mean()) <= 1.1 + 1e-5
-        )
+        torch.testing.assert_close(ratio, ratio.mean().expand_as(ratio), rtol=1e-4, atol=0)
+        assert 0.9 - 1e-5 <= float(ratio.mean()) <= 1.1 + 1e-5
         assert not torch.equal(x, pool[1])
         torch.testing.assert_close(_LandmarkDomain(pool, off)[(1, seed)], pool[1], rtol=0, atol=0)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "PRESETS",
     "BarycenterNetConfig",
     "DataConfig",
     "EvalConfig",
@@ -137,3 +138,7 @@ def cpu_config(out_dir: str = "runs/barycenter_net-cpu") -> BarycenterNetConfig:
         optim=OptimConfig(restart_steps=500),
         train=TrainConfig(steps=1500, out_dir=out_dir, eval_every=500, ckpt_every=500),
     )
+
+
+#: ``--preset NAME`` of the trainer (the first is the default)
+PRESETS = {"gpu": BarycenterNetConfig, "cpu": cpu_config, "smoke": smoke_config}

@@ -32,7 +32,7 @@ from torch import nn
 
 from wbaug.io_atomic import atomic_write_text
 from zoo.barycenter_net.bank import LinearizedPairs, load_or_build_bank
-from zoo.barycenter_net.config import BarycenterNetConfig, cpu_config, smoke_config
+from zoo.barycenter_net.config import PRESETS, BarycenterNetConfig
 from zoo.barycenter_net.data import PairDataset, build_eval_sets, build_training_set
 from zoo.barycenter_net.evaluate import barycenter_figure, build_model, evaluate_model, kl_divergence
 from zoo.common import (
@@ -60,9 +60,8 @@ from zoo.common import (
     wrap_ddp,
 )
 
-__all__ = ["PRESETS", "build_data", "main", "train"]
+__all__ = ["build_data", "main", "train"]
 
-PRESETS = {"gpu": BarycenterNetConfig, "cpu": cpu_config, "smoke": smoke_config}
 
 
 def build_data(

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "PRESETS",
     "AugConfig",
     "DataConfig",
     "EltConfig",
@@ -233,3 +234,7 @@ def gpu_config(out_dir: str = "runs/hourglass") -> HourglassConfig:
     cfg = HourglassConfig()
     cfg.train.out_dir = out_dir
     return cfg
+
+
+#: ``--preset NAME`` of the trainer (the first is the default)
+PRESETS = {"gpu": gpu_config, "cpu": cpu_config, "smoke": smoke_config}

@@ -61,14 +61,13 @@ from zoo.common import (
     unwrap_model,
     wrap_ddp,
 )
-from zoo.hourglass.config import HourglassConfig, cpu_config, gpu_config, smoke_config
+from zoo.hourglass.config import PRESETS, HourglassConfig
 from zoo.hourglass.data import DataSplits, EvalSet, TrainSet, build_splits, collate_views
 from zoo.hourglass.evaluate import evaluate_model, log_samples
 from zoo.hourglass.model import StackedHourglass, image_to_heatmap
 
-__all__ = ["PRESETS", "build_model", "heatmap_loss", "main", "train"]
+__all__ = ["build_model", "heatmap_loss", "main", "train"]
 
-PRESETS = {"gpu": gpu_config, "cpu": cpu_config, "smoke": smoke_config}
 
 
 def build_model(cfg: HourglassConfig, num_landmarks: int) -> StackedHourglass:
