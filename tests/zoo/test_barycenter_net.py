@@ -234,7 +234,7 @@ def test_short_training_lowers_held_out_kl(tmp_path):
     cfg = smoke_config(str(tmp_path / "run"))
     cfg.data.num_pairs, cfg.eval.num_problems = 64, 8
     cfg.train.steps, cfg.train.eval_every, cfg.train.ckpt_every = 40, 1000, 1000
-    cfg.train.sample_figures = False
+    cfg.train.sample_images = 0
     cfg.optim.restart_steps = 40
     _, eval_sets = build_data(cfg)
     torch.manual_seed(cfg.train.seed)  # the trainer seeds the same way before building its model
@@ -302,7 +302,7 @@ def test_torchrun_two_ranks_share_one_cached_bank(tmp_path):
     args = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
         "-m", "zoo.barycenter_net.train", "--preset", "smoke", "--train.out_dir", str(out),
-        "--data.cache_dir", str(cache), "--train.steps", "2", "--train.sample_figures", "false",
+        "--data.cache_dir", str(cache), "--train.steps", "2", "--train.sample_images", "0",
     ]  # fmt: skip
     run = subprocess.run(
         args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300

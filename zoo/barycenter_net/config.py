@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from zoo.common.config import TrainConfig as _SharedTrainConfig
+
 __all__ = [
     "PRESETS",
     "BarycenterNetConfig",
@@ -79,22 +81,14 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Loop, hardware and bookkeeping."""
+class TrainConfig(_SharedTrainConfig):
+    """Loop, hardware and bookkeeping (the shared fields, this trainer's defaults, and its own)."""
 
     steps: int = 50000
-    batch_size: int = 16
-    seed: int = 0
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:1 | mps"})
-    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
     out_dir: str = "runs/barycenter_net"
-    log_every: int = 50
     eval_every: int = 2000
     ckpt_every: int = 1000
-    keep_checkpoints: int = 2
-    sample_figures: bool = field(default=True, metadata={"help": "save input/target/prediction figures"})
-    tensorboard: bool = True
-    progress: bool = True
+    sample_images: int = field(default=4, metadata={"help": "problems per sample figure (0: none)"})
     num_workers: int = 0
 
 

@@ -187,11 +187,13 @@ def _train(cfg: BarycenterNetConfig, *, resume: bool, overwrite: bool, ctx: Dist
             unwrap_model(net), eval_sets, batch_size=cfg.eval.batch_size, device=device, amp=amp
         )
         logger.log(at_step, metrics, split=split)
-        if ctx.is_main and t_cfg.sample_figures:
+        if ctx.is_main and t_cfg.sample_images:
             for k, data in eval_sets.items():
+                n_show = min(t_cfg.sample_images, len(data["inputs"]))
                 with torch.no_grad(), autocast(device, amp):
-                    pred = unwrap_model(net)(data["inputs"][:4].to(device), data["weights"][:4].to(device))
-                fig = barycenter_figure(data, pred.cpu(), title=f"step {at_step}, {k} inputs")
+                    inputs, weights = data["inputs"][:n_show].to(device), data["weights"][:n_show].to(device)
+                    pred = unwrap_model(net)(inputs, weights)
+                fig = barycenter_figure(data, pred.cpu(), n=n_show, title=f"step {at_step}, {k} inputs")
                 save_figure(fig, out / "samples" / f"step{at_step:08d}_k{k}.png")
         net.train()
         return metrics

@@ -22,6 +22,7 @@ from zoo.common.checkpoint import (
     unwrap_model,
 )
 from zoo.common.config import (
+    TrainConfig,
     add_config_arguments,
     apply_overrides,
     config_from_args,
@@ -52,6 +53,7 @@ __all__ = [
     "RUN_ARTIFACTS",
     "CheckpointManager",
     "RunDirError",
+    "TrainConfig",
     "DistributedContext",
     "MetricLogger",
     "ShardedEpochSampler",

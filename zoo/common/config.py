@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 from wbaug.io_atomic import atomic_write_text
 
 __all__ = [
+    "TrainConfig",
     "add_config_arguments",
     "apply_overrides",
     "config_from_args",
@@ -54,6 +55,38 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The ``--train.*`` section every zoo trainer shares: loop, hardware and bookkeeping.
+
+    A trainer subclasses it to change defaults (``steps``, ``out_dir``) or add its own fields; the
+    fields here mean the same thing in every trainer.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class MyTrain(TrainConfig):
+        ...     steps: int = 5000
+        ...     out_dir: str = "runs/mine"
+        >>> MyTrain().batch_size, MyTrain().steps
+        (16, 5000)
+    """
+
+    steps: int = 1000
+    batch_size: int = dataclasses.field(default=16, metadata={"help": "per-rank batch size"})
+    seed: int = 0
+    device: str = dataclasses.field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:1 | mps"})
+    amp: bool = dataclasses.field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
+    out_dir: str = "runs/zoo"
+    log_every: int = 50
+    eval_every: int = 1000
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    sample_images: int = dataclasses.field(default=8, metadata={"help": "images per sample figure (0: none)"})
+    tensorboard: bool = True
+    progress: bool = dataclasses.field(default=True, metadata={"help": "progress bar (on a terminal only)"})
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from zoo.common.config import TrainConfig as _SharedTrainConfig
+
 __all__ = [
     "PRESETS",
     "CycleGANConfig",
@@ -155,23 +157,16 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Loop, hardware and bookkeeping."""
+class TrainConfig(_SharedTrainConfig):
+    """Loop, hardware and bookkeeping (the shared fields, this trainer's defaults, and its own)."""
 
     steps: int = 150000
     batch_size: int = field(default=8, metadata={"help": "per-rank batch (images and landmark sets)"})
-    seed: int = 0
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:1 | mps"})
-    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
     out_dir: str = "runs/cyclegan"
     log_every: int = 100
     eval_every: int = 5000
     ckpt_every: int = 2000
-    keep_checkpoints: int = 2
     sample_every: int = 2000
-    sample_images: int = field(default=8, metadata={"help": "images per sample grid (0: none)"})
-    tensorboard: bool = True
-    progress: bool = True
     eval_batch_size: int = 32
     num_threads: int | None = field(
         default=None, metadata={"help": "torch CPU threads (None: torch's default)"}

@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from zoo.common.config import TrainConfig as _SharedTrainConfig
+
 __all__ = [
     "PRESETS",
     "AugConfig",
@@ -146,23 +148,12 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Loop, hardware and bookkeeping."""
+class TrainConfig(_SharedTrainConfig):
+    """Loop, hardware and bookkeeping (the shared fields, this trainer's defaults, and its own)."""
 
     steps: int = 20000
-    batch_size: int = field(default=16, metadata={"help": "per-rank micro-batch size"})
-    seed: int = 0
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:1 | mps"})
-    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     out_dir: str = "runs/hourglass"
-    log_every: int = 50
-    eval_every: int = 1000
-    ckpt_every: int = 500
-    keep_checkpoints: int = 2
-    sample_images: int = field(default=8, metadata={"help": "images per landmark figure (0: none)"})
-    tensorboard: bool = True
-    progress: bool = True
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     eval_batch_size: int = 64
 
 
