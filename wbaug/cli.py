@@ -17,18 +17,23 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from wbaug.datasets.io import write_pts
 from wbaug.io_atomic import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+# numpy, torch and the rest of wbaug are imported inside the functions that use them, so that
+# `wbaug --help` and argument errors answer without paying for `import torch`.
 
 __all__ = ["SAMPLE_FORMATS", "check_figure_path", "main", "plot_densities", "resolve_output", "run_sample"]
 
 
 def _stack(points: torch.Tensor | list[torch.Tensor]) -> np.ndarray:
+    import torch
+
     if isinstance(points, torch.Tensor):
         return points.detach().cpu().reshape(-1, points.shape[-1]).numpy()
     return torch.cat([p.detach().cpu() for p in points]).numpy()
@@ -49,6 +54,8 @@ def plot_densities(
     The format follows ``path``'s suffix (``.png``, ``.pdf``, ``.svg``, ...); the file is replaced
     atomically (:func:`wbaug.io_atomic.atomic_write`). Returns ``Path(path)``.
     """
+    import numpy as np
+
     fmt = check_figure_path(path)
     import matplotlib
 
@@ -168,6 +175,11 @@ def resolve_output(out: str | Path, *, ragged: bool = False, n: int = 1) -> Path
 
 def _save_samples(samples: torch.Tensor | list[torch.Tensor], path: Path) -> Path:
     """Write ``samples`` to ``path`` (already resolved by :func:`resolve_output`), keeping their dtype."""
+    import numpy as np
+    import torch
+
+    from wbaug.datasets.io import write_pts
+
     sets = [s.detach().cpu().numpy() for s in samples]
     suffix = path.suffix.lower()
     if suffix == ".pts":
@@ -211,6 +223,9 @@ def run_sample(
 
     Returns the summary dict (also printed through ``log``).
     """
+    import numpy as np
+    import torch
+
     from wbaug.sampling import WassersteinBarycentricSampler
 
     ragged = isinstance(landmarks, (list, tuple)) and len({int(np.shape(c)[0]) for c in landmarks}) > 1
@@ -362,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.summary:
                 atomic_write_text(args.summary, json.dumps(summary, indent=2) + "\n")
             return 0
+        import torch
+
         from wbaug.datasets import synthetic_faces
 
         out_dir = Path(args.out_dir)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import ot
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -97,6 +96,8 @@ def dataset_ot_distance(
     cost = landmark_cost_matrix(a, b, p=p, chunk_size=chunk_size)
     c = cost.detach().to(torch.float64).cpu().numpy() ** outer_p
     ma, mb = c.shape
+    import ot  # imported where used: keeps `import wbaug` light
+
     plan = ot.emd(np.full(ma, 1.0 / ma), np.full(mb, 1.0 / mb), c)
     value = float((plan * c).sum()) ** (1.0 / outer_p)
     out = torch.tensor(value, dtype=cost.dtype, device=cost.device)

@@ -25,11 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor
 
-from wbaug.ot import _jv
 from wbaug.ot._validation import as_points, check_p
 
 __all__ = [
@@ -110,6 +108,7 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 
 def _run_kernel(kernel, args: tuple, num_problems: int) -> None:
     """Run the nogil kernel ``kernel(*args, start, stop)`` over the thread pool; non-finite costs raise."""
+    from wbaug.ot import _jv  # numba compiles on first use: keep `import wbaug` light
     statuses: list[int] = []
 
     def solve(start: int, stop: int) -> None:
@@ -164,6 +163,7 @@ def batched_linear_sum_assignment(cost: np.ndarray) -> np.ndarray:
     Returns:
         ``(P, N)`` int64 array ``sigma`` with ``sigma[p, i]`` the column assigned to row ``i``.
     """
+    from wbaug.ot import _jv  # numba compiles on first use: keep `import wbaug` light
     cost = np.ascontiguousarray(cost, dtype=np.float64)
     if cost.ndim != 3 or cost.shape[1] != cost.shape[2]:
         raise ValueError(f"cost must have shape (P, N, N), got {cost.shape}")
@@ -186,6 +186,7 @@ def batched_emd(a: np.ndarray, b: np.ndarray, cost: np.ndarray) -> np.ndarray:
     Returns:
         ``(P, N, M)`` float64 couplings.
     """
+    import ot  # POT is imported where it is used: keep `import wbaug` light
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     cost = np.ascontiguousarray(cost, dtype=np.float64)
@@ -300,6 +301,7 @@ def matched_assignment(
     Returns:
         ``(P, N)`` int64 ``sigma`` with ``y[p, sigma[p, i]]`` matched to ``x[p, i]``.
     """
+    from wbaug.ot import _jv  # numba compiles on first use: keep `import wbaug` light
     num, n = x.shape[0], x.shape[1]
     if dedupe and num > 1:
         first, inverse = _unique_pairs(x, y)
@@ -347,6 +349,7 @@ def uniform_barycenter_matchings(
         the final support ``(B, N, D)``, matchings ``sigma (B, K, N)`` (identity for clouds that do not
         take part) and the largest number of iterations run.
     """
+    from wbaug.ot import _jv  # numba compiles on first use: keep `import wbaug` light
     bsz, ncl, n, _ = y.shape
     y = np.ascontiguousarray(y, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)

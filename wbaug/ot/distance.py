@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor, nn
 
@@ -232,6 +231,8 @@ def _pairwise_equal(clouds: np.ndarray, p: float, chunk_size: int, out: np.ndarr
 def _pairwise_ragged(
     clouds: list[np.ndarray], weights: list[np.ndarray], p: float, chunk_size: int, out: np.ndarray, bar
 ) -> None:
+    import ot  # imported where used: keeps `import wbaug` light
+
     for i, j in _pair_chunks(len(clouds), chunk_size):
         value = np.empty(i.size)
 

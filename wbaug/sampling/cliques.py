@@ -20,11 +20,13 @@ r"""Maximal cliques of the neighbourhood graph and the clique-sampling probabili
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import networkx as nx
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["clique_probabilities", "maximal_cliques", "pad_cliques"]
 
@@ -47,6 +49,8 @@ def maximal_cliques(
     if max_clique_size is not None and (isinstance(max_clique_size, bool) or max_clique_size < 1):
         raise ValueError(f"max_clique_size must be an int >= 1 or None, got {max_clique_size!r}")
     found: set[tuple[int, ...]] = set()
+    import networkx as nx  # imported where used: keeps `import wbaug` light
+
     for clique in nx.find_cliques(graph):
         c = tuple(sorted(int(v) for v in clique))
         if max_clique_size is not None and len(c) > max_clique_size:

@@ -37,13 +37,11 @@ results are all-gathered (:func:`exact_knn`).
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import networkx as nx
 import numpy as np
 import torch
 import torch.distributed as dist
-from scipy.spatial import cKDTree
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -55,6 +53,9 @@ from wbaug.sampling.bounds import (
     lower_bound_embedding,
     pair_lower_bound,
 )
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = [
     "KnnResult",
@@ -274,6 +275,8 @@ class _CandidateIndex:
         centred = emb - emb.mean(0)
         self.points = (centred @ _principal_axes(centred.T @ centred, dims)).numpy()
         del emb, centred
+        from scipy.spatial import cKDTree  # imported where used: keeps `import wbaug` light
+
         self.tree = cKDTree(self.points, leafsize=16, balanced_tree=False, compact_nodes=False)
         # absolute slack: round-off of the projection scales with the size of the coordinates
         self.slack = 1e-9 * float(abs(self.points).max(initial=0.0)) + 1e-300
@@ -741,6 +744,8 @@ def build_neighborhood_graph(
     ok = knn_index >= 0
     i, j, w = rows[ok], knn_index[ok], knn_distance[ok]
     directed = {(int(a), int(b)): float(d) for a, b, d in zip(i.tolist(), j.tolist(), w.tolist())}
+    import networkx as nx  # imported where used: keeps `import wbaug` light
+
     graph = nx.Graph()
     graph.add_nodes_from(range(m))
     for (a, b), d in directed.items():

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor
 
@@ -77,6 +76,8 @@ def dataset_wasserstein(a: Tensor | list[Tensor], b: Tensor | list[Tensor]) -> f
     cost = (_cross_w2(a, b) ** 2).numpy()
     wa = np.full(cost.shape[0], 1.0 / cost.shape[0])
     wb = np.full(cost.shape[1], 1.0 / cost.shape[1])
+    import ot  # imported where used: keeps `import wbaug` light
+
     return float(np.sqrt(max(ot.emd2(wa, wb, cost), 0.0)))
 
 

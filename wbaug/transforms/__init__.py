@@ -19,7 +19,6 @@ from wbaug.transforms.barycentric import (
 from wbaug.transforms.crop import FaceCrop, face_crop, face_crop_matrix, warp_affine_crop
 from wbaug.transforms.flip import LandmarkHorizontalFlip, Visibility, horizontal_flip_landmarks
 from wbaug.transforms.keypoints import SanitizeLandmarks, landmark_collate
-from wbaug.transforms.kornia_adapter import RandomBarycentricWarp
 from wbaug.transforms.multiview import MultiViewDataset, MultiViewTransform, flatten_views, multiview_collate
 from wbaug.transforms.tps import TPSWarp, tps_fit, tps_grid, tps_transform_points, tps_warp_image
 
@@ -48,3 +47,17 @@ __all__ = [
     "tps_warp_image",
     "warp_affine_crop",
 ]
+
+
+def __getattr__(name: str):
+    # The kornia form is imported on first access: kornia costs ~0.5 s to import and most users of
+    # ``import wbaug`` never touch it (PEP 562).
+    if name == "RandomBarycentricWarp":
+        from wbaug.transforms.kornia_adapter import RandomBarycentricWarp
+
+        return RandomBarycentricWarp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
