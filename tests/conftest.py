@@ -5,6 +5,10 @@ Hypothesis runs a bounded number of examples so the whole suite stays well insid
 """
 
 import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +22,35 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def cuda_devices() -> list[str]:
     return ["cuda"] if torch.cuda.is_available() else []
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def torchrun():
+    """``run(*args)``: ``python -m torch.distributed.run --nproc_per_node=2 *args`` on the CPU (Gloo, one
+    thread per rank) from the repository root; asserts success, returns the ``CompletedProcess``."""
+
+    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        port = f"--master_port={_free_port()}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", port]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(
+            [*cmd, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    return run

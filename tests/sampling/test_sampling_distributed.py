@@ -5,10 +5,6 @@ byte after ``save``, as one process; the sharded kNN search returns exactly the 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,31 +17,15 @@ from wbaug.sampling.graph import exact_knn
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(script: Path, *args: str) -> list[dict]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([*cmd, str(script), *args], capture_output=True, text=True, env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+def _records(run) -> list[dict]:
     return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
 
 
-def test_torchrun_two_ranks_fit_saves_the_same_bytes_as_one_process(tmp_path):
+def test_torchrun_two_ranks_fit_saves_the_same_bytes_as_one_process(tmp_path, torchrun):
     """benchmarks/fit_distributed.py (the documented command) on 2 ranks: both ranks' saved files equal
     the single-process file byte for byte (fit_time_, a wall-clock measurement, set to 0 on all)."""
-    records = _torchrun(
-        ROOT / "benchmarks" / "fit_distributed.py", "--num-sets", "700", "--out", str(tmp_path)
+    records = _records(
+        torchrun(ROOT / "benchmarks" / "fit_distributed.py", "--num-sets", "700", "--out", tmp_path)
     )
     assert sorted(r["rank"] for r in records) == [0, 1] and all(r["world"] == 2 for r in records)
     x = synthetic_faces(700, generator=torch.Generator().manual_seed(0))
@@ -88,10 +68,10 @@ dist.destroy_process_group()
 """
 
 
-def test_torchrun_two_ranks_knn_equals_single_process(tmp_path):
+def test_torchrun_two_ranks_knn_equals_single_process(tmp_path, torchrun):
     script = tmp_path / "knn.py"
     script.write_text(textwrap.dedent(_KNN_SCRIPT))
-    records = _torchrun(script, str(tmp_path / "out.pt"))
+    records = _records(torchrun(script, tmp_path / "out.pt"))
     assert all(r["sent"] > 0 for r in records)
     got = torch.load(tmp_path / "out.pt", weights_only=False)
     x = synthetic_faces(150, generator=torch.Generator().manual_seed(3)).double()

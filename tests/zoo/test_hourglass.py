@@ -460,23 +460,11 @@ def test_trains_on_a_file_reader(tmp_path):
     assert result["count"] == 4 and math.isfinite(result["nme"])
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_ddp_two_ranks_cpu(tmp_path):
+def test_torchrun_ddp_two_ranks_cpu(tmp_path, torchrun):
     """``torchrun --nproc_per_node=2`` on CPU (Gloo): the CLI trains with DDP + ELT and rank 0 alone
     writes the checkpoint, logs and metrics (rank sharding itself is tested on the sampler above)."""
-    import subprocess
-    import sys
-
     out = tmp_path / "ddp"
     args = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
         "-m", "zoo.hourglass.train", "--train.out_dir", str(out), "--data.image_size", "64",
         "--data.num_train", "32", "--data.num_test", "8", "--data.label_budget", "16", "--model.stacks", "1",
         "--model.width", "16", "--model.depth", "2", "--train.steps", "2", "--train.batch_size", "4",
@@ -484,9 +472,7 @@ def test_torchrun_ddp_two_ranks_cpu(tmp_path):
         "--train.progress", "false", "--train.tensorboard", "false", "--train.sample_images", "0",
         "--elt.enabled", "true",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun(*args, timeout=300)
     assert json.loads((out / "metrics.json").read_text())["step"] == 2
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
     steps = [int(r.split(",")[0]) for r in (out / "logs" / "train.csv").read_text().splitlines()[1:]]

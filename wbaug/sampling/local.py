@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -172,25 +173,25 @@ class LocalSamplingMixin:
         ).cpu()
         return {"u": u, "log_gamma": log_gamma}
 
-    def _fitted_index_of(self, x: Tensor) -> Tensor:
+    def _fitted_index_of(self, x: Tensor) -> np.ndarray:
         """``(B,)`` index of the fitted set each query equals exactly (-1: none), by hashing (the table is
-        built on first use: one hash per fitted set)."""
+        built on first use: one hash per fitted set). NumPy, not torch: this runs once per pipeline sample,
+        where a handful of small torch ops would cost more than the sampling itself."""
         table = getattr(self, "_hash_table", None)
-        fitted = self.landmarks_
         if table is None:
+            rows = self.landmarks_.detach().cpu().numpy()
             table = {}
-            for i, row in enumerate(fitted.detach().cpu().numpy()):
+            for i, row in enumerate(rows):
                 table.setdefault(hash(row.tobytes()), i)
             self._hash_table = table
-        rows = x.detach().to("cpu", fitted.dtype).numpy()
-        found = [table.get(hash(r.tobytes()), -1) for r in rows]
-        out = torch.tensor(found, dtype=torch.long)
-        hit = torch.nonzero(out >= 0).flatten()
-        if hit.numel() > 0:  # a hash is not a proof
-            candidates = fitted[out[hit].to(fitted.device)]
-            equal = (candidates == x[hit.to(x.device)].to(fitted.dtype)).flatten(1).all(1)
-            out[hit[~equal.cpu()]] = -1
-        return out
+            self._hash_rows = rows
+        queries = x.detach().to("cpu", self.landmarks_.dtype).numpy()
+        found = np.full(len(queries), -1, dtype=np.int64)
+        for b, row in enumerate(queries):
+            i = table.get(hash(row.tobytes()))
+            if i is not None and np.array_equal(self._hash_rows[i], row):  # a hash is not a proof
+                found[b] = i
+        return found
 
     def _frame(self, x: Tensor, vis: Tensor | None, target: Tensor) -> Tensor:
         """``(B, D+1, D+1)`` least-squares similarity moving the queries onto ``target`` (visible points)."""
@@ -271,39 +272,44 @@ class LocalSamplingMixin:
         fitted = self.landmarks_
         xd = x.to(device=fitted.device, dtype=fitted.dtype)
         # the usual dataset case: the query is one of the fitted sets, in the fitted frame (W2 = 0,
-        # the aligning similarity is the identity); found by hashing, no search, no alignment
-        same = self._fitted_index_of(xd) if vis is None else torch.full((bsz,), -1, dtype=torch.long)
+        # the aligning similarity is the identity); found by hashing, no search, no alignment. The index
+        # bookkeeping below is NumPy on the CPU: per pipeline sample, small torch ops (boolean-mask writes
+        # above all) cost more than the barycenter itself.
+        same = self._fitted_index_of(xd) if vis is None else np.full(bsz, -1, dtype=np.int64)
         if nearest is None:
-            v = same.clone()
-            search = torch.nonzero(v < 0).flatten()
-            if search.numel() > 0:
-                sub = xd[search.to(xd.device)]
-                sub_vis = None if vis is None else vis[search]
+            v = same.copy()
+            search = np.flatnonzero(v < 0)
+            if search.size > 0:
+                search_t = torch.from_numpy(search)
+                sub = xd[search_t.to(xd.device)]
+                sub_vis = None if vis is None else vis[search_t]
                 if self.frame == "similarity":
                     frame0 = self._frame(sub, sub_vis, self._mean_shape().expand_as(sub))
                     aligned = _similarity_apply(sub, frame0).to(fitted.dtype)
                 else:
                     aligned = sub
                 if sub_vis is None:
-                    v[search] = self.nearest(aligned)[0]
+                    v[search] = self.nearest(aligned)[0].numpy()
                 else:
-                    v[search] = self.nearest([a[m] for a, m in zip(aligned, sub_vis.to(aligned.device))])[0]
+                    clouds = [a[m] for a, m in zip(aligned, sub_vis.to(aligned.device))]
+                    v[search] = self.nearest(clouds)[0].numpy()
         else:
-            v = torch.as_tensor(nearest, dtype=torch.long).reshape(-1).cpu()
-            if v.numel() != bsz or bool((v < 0).any()) or bool((v >= self.n_landmark_sets_).any()):
+            v = torch.as_tensor(nearest, dtype=torch.long).reshape(-1).cpu().numpy().copy()
+            if v.size != bsz or bool((v < 0).any()) or bool((v >= self.n_landmark_sets_).any()):
                 raise ValueError(f"nearest must hold {bsz} indices in [0, {self.n_landmark_sets_})")
         # rows that must be moved onto their nearest set's frame (none with frame="fitted")
-        moved = (same != v) if self.frame == "similarity" else torch.zeros(bsz, dtype=torch.bool)
-        moved_idx = torch.nonzero(moved).flatten()
-        xa = xd.clone()
+        moved_idx = np.flatnonzero(same != v) if self.frame == "similarity" else np.empty(0, dtype=np.int64)
+        xa = xd
         frame = None
-        if moved_idx.numel() > 0:
-            pair_vis = None if vis is None else vis[moved_idx]
+        if moved_idx.size > 0:
+            rows, v_moved = torch.from_numpy(moved_idx), torch.from_numpy(v[moved_idx])
+            pair_vis = None if vis is None else vis[rows]
             if fitted_vis is not None:
-                fv = fitted_vis[v[moved_idx]]
+                fv = fitted_vis[v_moved]
                 pair_vis = fv if pair_vis is None else pair_vis & fv
-            frame = self._frame(xd[moved_idx.to(xd.device)], pair_vis, fitted[v[moved_idx].to(fitted.device)])
-            xa[moved_idx.to(xa.device)] = _similarity_apply(xd[moved_idx.to(xd.device)], frame).to(xa.dtype)
+            frame = self._frame(xd[rows.to(xd.device)], pair_vis, fitted[v_moved.to(fitted.device)])
+            xa = xd.clone()
+            xa[rows.to(xa.device)] = _similarity_apply(xd[rows.to(xd.device)], frame).to(xa.dtype)
         if variates is None:
             variates = self.draw_variates(bsz, generator=generator)
         u, log_gamma = variates["u"].reshape(-1).cpu(), variates["log_gamma"].cpu()
@@ -312,49 +318,54 @@ class LocalSamplingMixin:
                 f"variates must hold u ({bsz},) and log_gamma ({bsz}, {self.clique_table_.shape[1]}), got "
                 f"{tuple(u.shape)} and {tuple(log_gamma.shape)}"
             )
-        counts = (self._vc_ptr[v + 1] - self._vc_ptr[v]).clamp_min(1)
-        pick = torch.minimum((u * counts).long(), counts - 1)
-        has = self._vc_ptr[v + 1] > self._vc_ptr[v]  # isolated='drop' may leave a vertex without clique
-        cl = self._vc_index[(self._vc_ptr[v] + pick).clamp(max=self._vc_index.numel() - 1)]
-        table, mask = self.clique_table_[cl].clone(), self.clique_mask_[cl].clone()
-        table[~has] = v[~has, None]
-        mask[~has] = False
-        mask[~has, 0] = True
-        lam = torch.softmax(log_gamma.masked_fill(~mask, float("-inf")), dim=1)
-        vertices = fitted[table.to(fitted.device)].clone()
-        slot = (table == v[:, None]) & mask
-        vertices[slot.to(vertices.device)] = xa
+        ptr, owners = self._vc_ptr.numpy(), self._vc_index.numpy()
+        first, stop = ptr[v], ptr[v + 1]
+        counts = np.maximum(stop - first, 1)
+        pick = np.minimum((u.numpy() * counts).astype(np.int64), counts - 1)
+        cl = owners[np.minimum(first + pick, owners.size - 1)]
+        table, mask = self.clique_table_.numpy()[cl], self.clique_mask_.numpy()[cl]  # copies
+        lonely = stop <= first  # isolated='drop' may leave a vertex without clique: return it unchanged
+        if lonely.any():
+            table[lonely] = v[lonely, None]
+            mask[lonely] = False
+            mask[lonely, 0] = True
+        slot_of = ((table == v[:, None]) & mask).argmax(1)  # the query's slot: v is in its clique once
+        batch = torch.arange(bsz)
+        slot_t = torch.from_numpy(slot_of)
+        table_t, mask_t = torch.from_numpy(table), torch.from_numpy(mask)
+        lam = torch.softmax(log_gamma.masked_fill(~mask_t, float("-inf")), dim=1)
+        vertices = fitted[table_t.to(fitted.device)]
+        vertices[batch.to(vertices.device), slot_t.to(vertices.device)] = xa
         lam_d = lam.to(device=vertices.device, dtype=vertices.dtype)
         out_vis = None
         if self.correspondence == "index" and (vis is not None or fitted_vis is not None):
             point_vis = (
-                fitted_vis[table]
+                fitted_vis[table_t]
                 if fitted_vis is not None
                 else torch.ones(table.shape + (x.shape[1],), dtype=torch.bool)
             )
-            point_vis = point_vis & mask[..., None]
+            point_vis = point_vis & mask_t[..., None]
             if vis is not None:
-                point_vis[slot] = vis
+                point_vis[batch, slot_t] = vis
             out, out_vis = masked_index_barycenters(vertices, lam_d, point_vis.to(vertices.device))
         elif self.correspondence == "index":
             out = index_barycenters(vertices, lam_d)
         else:
             bary, sigma = ot_barycenters(
-                vertices, lam_d, mask.to(vertices.device), max_iter=self.max_iter, tol=self.tol
+                vertices, lam_d, mask_t.to(vertices.device), max_iter=self.max_iter, tol=self.tol
             )
-            s_idx = slot.float().argmax(1).to(sigma.device)
-            perm = sigma[torch.arange(bsz, device=sigma.device), s_idx]  # (B, N): query point matched to i
+            perm = sigma[batch.to(sigma.device), slot_t.to(sigma.device)]  # (B, N): query point matched to i
             out = torch.empty_like(bary)
             out.scatter_(1, perm[..., None].expand_as(bary), bary)
         if frame is not None:  # back to the query's frame
-            rows = moved_idx.to(out.device)
+            rows = torch.from_numpy(moved_idx).to(out.device)
             out = out.clone()
             out[rows] = _similarity_apply(out[rows], torch.linalg.inv(frame)).to(out.dtype)
         out = out.to(x.dtype)
         info = {
-            "nearest": v,
-            "cliques": cl,
-            "vertices": torch.where(mask, table, torch.full_like(table, -1)),
+            "nearest": torch.from_numpy(v),
+            "cliques": torch.from_numpy(cl),
+            "vertices": torch.from_numpy(np.where(mask, table, -1)),
             "weights": lam.to(vertices.dtype),
         }
         if out_vis is not None:
