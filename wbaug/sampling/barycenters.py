@@ -28,7 +28,10 @@ __all__ = [
 def index_barycenters(vertices: Tensor, weights: Tensor) -> Tensor:
     """``(B, N, D)`` = ``sum_s weights[b, s] * vertices[b, s]`` for ``vertices (B, S, N, D)`` and
     ``weights (B, S)`` (padding entries carry weight 0)."""
-    return torch.einsum("bs,bsnd->bnd", weights.to(vertices.dtype), vertices)
+    b, s, n, d = vertices.shape
+    # one batched matrix product: the same sums as einsum("bs,bsnd->bnd"), without its ~50 us of
+    # per-call planning (this runs once per pipeline sample)
+    return torch.bmm(weights.to(vertices.dtype)[:, None, :], vertices.reshape(b, s, n * d)).reshape(b, n, d)
 
 
 def masked_index_barycenters(vertices: Tensor, weights: Tensor, visibility: Tensor) -> tuple[Tensor, Tensor]:
