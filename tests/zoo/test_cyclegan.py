@@ -28,6 +28,7 @@ from zoo.cyclegan import train as cg_train
 from zoo.cyclegan.config import LossConfig, smoke_config, validate_config
 from zoo.cyclegan.evaluate import evaluate_model
 from zoo.cyclegan.evaluate import main as evaluate_main
+from zoo.cyclegan.model import PyramidStyleEncoder
 from zoo.cyclegan.train import (
     ImageCycleLoss,
     build_data,
@@ -143,6 +144,38 @@ def test_gradients_reach_networks_through_both_cycles(smoke_data):
         assert changed, f"{prefix} did not change"
 
 
+def _touched(module) -> bool:
+    return any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters())
+
+
+def test_psp_style_encoder_reads_its_pyramid_level_and_trains(smoke_data):
+    torch.manual_seed(2)
+    enc = PyramidStyleEncoder(64, 16, width=8, max_width=16)
+    assert enc.split == (3, 4, 3) and enc.num_latents == 10
+    x = torch.randn(2, 3, 64, 64)
+    assert enc(x).shape == (2, 10, 16)
+    # vector i has its own head; coarse vectors read no lateral, medium the S/8 one, fine both
+    for i, laterals in ((0, []), (2, []), (3, [1]), (6, [1]), (7, [0, 1]), (9, [0, 1])):
+        enc.zero_grad(set_to_none=True)
+        enc(x)[:, i].sum().backward()
+        assert [j for j, h in enumerate(enc.heads) if _touched(h)] == [i]
+        assert [j for j, lat in enumerate(enc.lateral) if _touched(lat)] == laterals
+        assert _touched(enc.stem)
+    with pytest.raises(ValueError, match="size must be a power of two >= 64"):
+        PyramidStyleEncoder(32, 16)
+    # a full iteration of Algorithm 1 with S = the pSp-style encoder
+    cfg = smoke_config()
+    cfg = validate_config(replace(cfg, model=replace(cfg.model, style_encoder="psp")))
+    model = build_model(cfg, smoke_data.num_landmarks)
+    assert isinstance(model.style_encoder, PyramidStyleEncoder)
+    images = torch.stack([smoke_data.images[(i, 0)] for i in range(4)])
+    landmarks = torch.stack([smoke_data.landmarks[(i, 0)] for i in range(4)])
+    before = [p.clone() for p in model.style_encoder.parameters()]
+    losses = train_step(model, build_optimizers(model, cfg), images, landmarks, 1, cfg, ImageCycleLoss(cfg))
+    assert all(bool(torch.isfinite(v)) for v in losses.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.style_encoder.parameters()))
+
+
 def test_ema_differs_and_evaluation_uses_it(smoke_run, smoke_data):
     out, result = smoke_run
     cfg = smoke_config()
@@ -223,6 +256,7 @@ def test_smoke_outputs(smoke_run):
         ("model", "image_size", 48, "model.image_size"),
         ("model", "sigma", 0.0, "model.sigma"),
         ("model", "hg_depth", 5, "model.hg_depth"),
+        ("model", "style_encoder", "resnet", "model.style_encoder"),
         ("data", "label_budget", 100, "data.label_budget"),
         ("data", "k_neighbors", 8, "data.k_neighbors"),
         ("data", "classical_p", 1.5, "data.classical_p"),

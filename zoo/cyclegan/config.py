@@ -54,7 +54,11 @@ class ModelConfig:
     fused_modconv: bool = field(
         default=False, metadata={"help": "grouped-conv modulation (True) or scale-activations form (False)"}
     )
-    style_width: int = field(default=32, metadata={"help": "first width of the CNN style encoder S"})
+    style_encoder: Literal["cnn", "psp"] = field(
+        default="cnn",
+        metadata={"help": "S: a plain CNN, or pSp's feature pyramid + per-latent heads (image_size >= 64)"},
+    )
+    style_width: int = field(default=32, metadata={"help": "first width of the style encoder S"})
     style_max: int = field(default=256, metadata={"help": "channel cap of the style encoder"})
     hg_stacks: int = field(default=2, metadata={"help": "G_L: stacked hourglasses"})
     hg_width: int = field(default=128, metadata={"help": "G_L: hourglass width"})
@@ -329,6 +333,12 @@ def validate_config(cfg: CycleGANConfig) -> CycleGANConfig:
         m.hg_depth,
     )
     _require(m.sigma > 0, "model.sigma", "must be positive", m.sigma)
+    _require(
+        m.style_encoder == "cnn" or (m.style_encoder == "psp" and size >= 64),
+        "model.style_encoder",
+        "must be 'cnn' or 'psp' ('psp' needs image_size >= 64)",
+        m.style_encoder,
+    )
     for name in ("num_train", "num_test", "label_budget", "k_neighbors"):
         value = getattr(d, name)
         _require(value >= 1, f"data.{name}", "must be >= 1", value)

@@ -6,8 +6,10 @@ barycenters*, §3 and §5), built from the StyleGAN2 blocks of :mod:`zoo.common.
   concatenated to the activations of the modulated-convolution generator at that resolution; the style is
   ``(B, n_latent, w_dim)`` (``n_latent = 2 log2 S − 2``: 14 × 512 at 256 px) from the mapping network
   ``S_o(z)`` or the style encoder ``S(I)``.
-* **S** (:class:`StyleEncoder`): a small residual-free CNN (equalised-lr convs down to 4×4, then a
-  linear map to ``n_latent × w_dim``), the "regular CNN" variant; pSp is not included.
+* **S**: either :class:`StyleEncoder` (``style_encoder="cnn"``, the default): a small residual-free CNN
+  (equalised-lr convs down to 4×4, then a linear map to ``n_latent × w_dim``), the paper's "regular CNN"
+  variant; or :class:`PyramidStyleEncoder` (``"psp"``): the pSp architecture of §5 (a feature pyramid and
+  one map-to-style head per latent), trained from scratch (no pretrained backbone is downloaded).
 * **S_o**: :class:`zoo.common.gan.MappingNetwork` (PixelNorm + FC, lr multiplier 0.01).
 * **G_L** (:class:`LandmarkEncoder`): the zoo's :class:`~zoo.hourglass.model.StackedHourglass` → stride-2
   convolutions down to 4×4 → linear → sigmoid → ``N`` coordinates ``(B, N, 2)`` in image pixels; the
@@ -26,6 +28,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from wbaug.landmarks import gaussian_heatmaps, summed_heatmaps
 from zoo.common.gan import (
@@ -46,6 +49,7 @@ __all__ = [
     "HeatmapPyramid",
     "LandmarkCycleGAN",
     "LandmarkEncoder",
+    "PyramidStyleEncoder",
     "StyleEncoder",
     "landmark_cyclegan",
     "landmark_cyclegan_smoke",
@@ -136,6 +140,66 @@ class StyleEncoder(nn.Module):
         return self.head(self.body(images).flatten(1)).view(-1, self.num_latents, self.w_dim)
 
 
+def _style_split(n: int) -> tuple[int, int, int]:
+    """pSp's split of ``n`` style vectors into coarse / medium / fine (3 / 4 / rest at any size)."""
+    coarse = min(3, n)
+    medium = min(4, n - coarse)
+    return coarse, medium, n - coarse - medium
+
+
+class PyramidStyleEncoder(nn.Module):
+    """S, pSp style (Richardson et al., *Encoding in Style*, CVPR 2021; the paper's §5 choice): a CNN gives
+    feature maps at ``S/4``, ``S/8`` and ``S/16``, a top-down pass adds each coarser map (upsampled) to
+    the finer one (a feature pyramid), and every style vector has its own head (stride-2 convolutions down
+    to 1×1, then a linear layer) reading the coarsest map for the first 3 vectors, the middle map for the
+    next 4 and the finest map for the rest, as pSp does. Trained from scratch: pSp's pretrained IR-SE50
+    backbone is not used (nothing is downloaded).
+
+    Shapes: ``(B, 3, S, S)`` → ``(B, n_latent, w_dim)`` (``S ≥ 64``, a power of two).
+
+    Example:
+        >>> enc = PyramidStyleEncoder(64, 16, width=8, max_width=16)
+        >>> enc(torch.zeros(2, 3, 64, 64)).shape
+        torch.Size([2, 10, 16])
+    """
+
+    def __init__(self, size: int, w_dim: int, *, width: int = 32, max_width: int = 256) -> None:
+        super().__init__()
+        if size < 64 or size & (size - 1):
+            raise ValueError(f"size must be a power of two >= 64 for the pSp-style encoder, got {size}")
+        self.num_latents = num_latents(size)
+        self.w_dim = w_dim
+        widths = [min(width * 2**i, max_width) for i in range(5)]  # at S, S/2, S/4, S/8, S/16
+        self.stem = EqualConv2d(3, widths[0], 1, activation="lrelu")
+        self.stages = nn.ModuleList(
+            EqualConv2d(widths[i], widths[i + 1], 3, down=True, activation="lrelu") for i in range(4)
+        )
+        top = widths[4]
+        self.lateral = nn.ModuleList([EqualConv2d(widths[2], top, 1), EqualConv2d(widths[3], top, 1)])
+        self.split = _style_split(self.num_latents)
+        sides = [size // 16, size // 8, size // 4]  # coarse, medium, fine
+        self.heads = nn.ModuleList()
+        for count, side in zip(self.split, sides):
+            for _ in range(count):
+                downs = int(math.log2(side))  # to 1x1
+                convs = [EqualConv2d(top, top, 3, down=True, activation="lrelu") for _ in range(downs)]
+                self.heads.append(nn.Sequential(*convs, nn.Flatten(1), EqualLinear(top, w_dim)))
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.stem(images)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        coarse = feats[3]
+        medium = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False)
+        medium = medium + self.lateral[1](feats[2])
+        fine = F.interpolate(medium, scale_factor=2.0, mode="bilinear", align_corners=False)
+        fine = fine + self.lateral[0](feats[1])
+        sources = [coarse] * self.split[0] + [medium] * self.split[1] + [fine] * self.split[2]
+        return torch.stack([head(src) for head, src in zip(self.heads, sources)], dim=1)
+
+
 class LandmarkEncoder(nn.Module):
     """G_L: stacked hourglass → stride-2 convs → linear → sigmoid → coordinates (§5).
 
@@ -211,6 +275,7 @@ class LandmarkCycleGAN(nn.Module):
         channel_max: int = 512,
         pyramid_channels: int = 32,
         fused_modconv: bool = False,
+        style_encoder: str = "cnn",
         style_width: int = 32,
         style_max: int = 256,
         hg_stacks: int = 2,
@@ -244,7 +309,11 @@ class LandmarkCycleGAN(nn.Module):
             fused=fused_modconv,
         )
         self.mapping = MappingNetwork(z_dim, w_dim, num_layers=mapping_layers)
-        self.style_encoder = StyleEncoder(image_size, w_dim, width=style_width, max_width=style_max)
+        encoders = {"cnn": StyleEncoder, "psp": PyramidStyleEncoder}
+        if style_encoder not in encoders:
+            raise ValueError(f"style_encoder must be one of {sorted(encoders)}, got {style_encoder!r}")
+        encoder = encoders[style_encoder]
+        self.style_encoder = encoder(image_size, w_dim, width=style_width, max_width=style_max)
         self.landmark_encoder = LandmarkEncoder(
             num_landmarks, image_size, stacks=hg_stacks, width=hg_width, depth=hg_depth, channels=hg_channels
         )
