@@ -3,6 +3,9 @@ sampler),
 bad input exits with status 2 and a message naming the problem."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -185,3 +188,17 @@ def test_bad_outputs_and_inputs_fail_before_fitting(tmp_path, capsys, case, matc
         assert (tmp_path / "target.npy").read_bytes() == b"keep"
     elif case != "bad_suffix":
         assert not out.exists()
+
+
+def test_plot_densities_leaves_the_callers_matplotlib_alone(tmp_path):
+    # a library function must not switch the user's backend (a notebook's inline one, say)
+    code = (
+        "import matplotlib, torch\n"
+        "from wbaug.cli import plot_densities\n"
+        f"plot_densities(torch.rand(5, 68, 2), torch.rand(9, 68, 2), {str(tmp_path / 'd.png')!r})\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "svg"
+    assert (tmp_path / "d.png").read_bytes().startswith(b"\x89PNG")

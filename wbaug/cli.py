@@ -57,11 +57,10 @@ def plot_densities(
     import numpy as np
 
     fmt = check_figure_path(path)
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # matplotlib's object API on an Agg canvas: no pyplot, so the caller's backend and figures are untouched
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
 
     a, b = _stack(original), _stack(augmented)
     if a.shape[1] < 2:
@@ -70,7 +69,9 @@ def plot_densities(
     lo, hi = both.min(0), both.max(0)
     pad = 0.02 * (hi - lo + 1e-9)
     rng = [[lo[0] - pad[0], hi[0] + pad[0]], [lo[1] - pad[1], hi[1] + pad[1]]]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     panels = [
         (axes[0], a, f"original ({len(a)} points)"),
         (axes[1], b, f"augmented ({len(b)} points)"),
@@ -95,11 +96,8 @@ def plot_densities(
     fig.colorbar(image, ax=list(axes), label="density (shared log scale)")
     if title:
         fig.suptitle(title)
-    try:
-        with atomic_write(path) as fh:
-            fig.savefig(fh, dpi=120, format=fmt)
-    finally:
-        plt.close(fig)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, dpi=120, format=fmt)
     return Path(path)
 
 
