@@ -29,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -265,7 +266,10 @@ def _fit_in_fresh_processes(m: int, k: int, procs: int) -> list[dict]:
     env = dict(os.environ)
     if procs > 1:  # the ranks share the cores: one intra-op thread each
         env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // procs))
-    run = subprocess.run([*cmd, "--num-sets", str(m), "--k", str(k)], capture_output=True, text=True, env=env)
+    with tempfile.TemporaryDirectory() as out:  # each rank saves and reloads its sampler there (timed)
+        run = subprocess.run(
+            [*cmd, "--num-sets", str(m), "--k", str(k), "--out", out], capture_output=True, text=True, env=env
+        )
     if run.returncode != 0:
         print(f"[scale] M={m} procs={procs} failed:\n{run.stderr[-2000:]}")
         return []
@@ -276,9 +280,9 @@ def report_scale(sizes: list[int], k: int, procs_list: list[int]) -> None:
     print(f"[scale] fit of synthetic_faces (N=68, k={k}), a fresh process per row (peak RSS its own)")
     print(
         "| M | processes | fit s | peak RSS GB (max over ranks) | evaluated pairs / vertex "
-        "| exact OT solves / vertex | MB sent per rank |"
+        "| exact OT solves / vertex | MB sent per rank | save s | load s | file MB |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for m in sizes:
         for procs in procs_list:
             recs = _fit_in_fresh_processes(m, k, procs)
@@ -288,7 +292,8 @@ def report_scale(sizes: list[int], k: int, procs_list: list[int]) -> None:
             print(
                 f"| {m} | {procs} | {max(r['seconds'] for r in recs):.1f} | "
                 f"{max(r['peak_rss_gb'] for r in recs):.2f} | {r0['n_pairs'] / m:.2f} | "
-                f"{r0['n_solves'] / m:.2f} | {max(r['sent_bytes'] for r in recs) / 1e6:.1f} |",
+                f"{r0['n_solves'] / m:.2f} | {max(r['sent_bytes'] for r in recs) / 1e6:.1f} | "
+                f"{r0['save_s']:.2f} | {r0['load_s']:.2f} | {r0['file_mb']:.1f} |",
                 flush=True,
             )
 
