@@ -24,11 +24,11 @@ import pytest
 import torch
 
 import zoo
+from zoo.common.gan import PyramidStyleEncoder
 from zoo.cyclegan import train as cg_train
 from zoo.cyclegan.config import LossConfig, smoke_config, validate_config
 from zoo.cyclegan.evaluate import evaluate_model
 from zoo.cyclegan.evaluate import main as evaluate_main
-from zoo.cyclegan.model import PyramidStyleEncoder
 from zoo.cyclegan.train import (
     ImageCycleLoss,
     build_data,

@@ -1,5 +1,5 @@
 r"""StyleGAN2 building blocks in plain PyTorch (CPU-importable, no custom CUDA ops), shared by the zoo's
-GAN trainers (``zoo.cyclegan``; later BRULÉ and the learned local transformations).
+GAN trainers (``zoo.cyclegan``, ``zoo.brule``).
 
 Karras et al., *Analyzing and Improving the Image Quality of StyleGAN* (2020), written from the paper:
 
@@ -18,7 +18,10 @@ Karras et al., *Analyzing and Improving the Image Quality of StyleGAN* (2020), w
   (:func:`r1_penalty`), lazy regularisation of the optimiser (:func:`lazy_adam_hparams`,
   :func:`lazy_adam`: ``lr·k/(k+1)``, ``betas**(k/(k+1))``), discriminator feature matching
   (:func:`feature_matching_loss`, pix2pixHD's ``L_feat``);
-* **shadow EMA** of generator weights and buffers (:func:`ema_beta`, :func:`update_ema`).
+* **shadow EMA** of generator weights and buffers (:func:`ema_beta`, :func:`update_ema`);
+* **heatmap-conditioned generation** (the landmark CycleGAN, BRULÉ): :class:`HeatmapPyramid`,
+  :class:`ConditionalImageGenerator`, and the style encoders :class:`StyleEncoder` (a plain CNN) and
+  :class:`PyramidStyleEncoder` (pSp's architecture, Richardson et al. 2021, trained from scratch).
 
 Randomness: noise is drawn from an explicit ``torch.Generator`` when one is passed, otherwise from torch's
 global RNG (which a trainer seeds with :func:`zoo.common.seeding.seed_process`); nothing here seeds.
@@ -35,7 +38,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 __all__ = [
+    "ConditionalImageGenerator",
+    "HeatmapPyramid",
     "OptimizerGroup",
+    "PyramidStyleEncoder",
+    "StyleEncoder",
     "average_gradients",
     "broadcast_parameters",
     "EqualConv2d",
@@ -522,6 +529,156 @@ class StyleGenerator(nn.Module):
 
 
 # ---------------------------------------------------------------------------------- discriminator
+# ------------------------------------------------------------------ heatmap-conditioned generation
+# The pieces the landmark-conditioned trainers share (zoo.cyclegan, zoo.brule): a generator that sees a
+# landmark heatmap at every resolution, and style encoders S: image -> (B, n_latent, w_dim).
+
+
+class HeatmapPyramid(nn.Module):
+    """Strided convolutions from the full-size heatmap down to 4×4 (the landmark CycleGAN's §5, BRULÉ's §3).
+
+    Shapes: ``(B, in_channels, S, S)`` → ``{r: (B, channels, r, r)}`` for ``r = 4, 8, …, S``.
+    """
+
+    def __init__(self, in_channels: int, channels: int, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.stem = EqualConv2d(in_channels, channels, 3, activation="lrelu")
+        n_down = int(math.log2(size)) - 2
+        self.downs = nn.ModuleList(
+            [EqualConv2d(channels, channels, 3, down=True, activation="lrelu") for _ in range(n_down)]
+        )
+
+    def forward(self, heatmaps: Tensor) -> dict[int, Tensor]:
+        f = self.stem(heatmaps)
+        out = {self.size: f}
+        for down in self.downs:
+            f = down(f)
+            out[f.shape[-1]] = f
+        return out
+
+
+class ConditionalImageGenerator(nn.Module):
+    """G_I: heatmap pyramid + :class:`~zoo.common.gan.StyleGenerator` conditioned at every resolution.
+
+    Shapes: ``heatmaps (B, K, S, S)``, ``styles (B, w_dim)`` or ``(B, n_latent, w_dim)`` → images
+    ``(B, 3, S, S)`` (roughly in [-1, 1]; not squashed, as in StyleGAN2).
+    """
+
+    def __init__(
+        self,
+        heatmap_channels: int,
+        size: int,
+        w_dim: int,
+        *,
+        pyramid_channels: int = 32,
+        channel_base: int = 16384,
+        channel_max: int = 512,
+        fused: bool = False,
+    ) -> None:
+        super().__init__()
+        self.pyramid = HeatmapPyramid(heatmap_channels, pyramid_channels, size)
+        resolutions = [2**k for k in range(2, int(math.log2(size)) + 1)]
+        self.synthesis = StyleGenerator(
+            size,
+            w_dim,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            cond_channels={r: pyramid_channels for r in resolutions},
+            fused=fused,
+        )
+        self.num_latents = self.synthesis.num_latents
+
+    def forward(
+        self, heatmaps: Tensor, styles: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        return self.synthesis(styles, self.pyramid(heatmaps), generator=generator)
+
+
+class StyleEncoder(nn.Module):
+    """S: image → style matrix, the "regular CNN" style encoder of the landmark CycleGAN and BRULÉ.
+
+    Shapes: ``(B, 3, S, S)`` → ``(B, n_latent, w_dim)``.
+    """
+
+    def __init__(self, size: int, w_dim: int, *, width: int = 32, max_width: int = 256) -> None:
+        super().__init__()
+        self.num_latents = num_latents(size)
+        self.w_dim = w_dim
+        layers: list[nn.Module] = [EqualConv2d(3, min(width, max_width), 1, activation="lrelu")]
+        c, r = min(width, max_width), size
+        while r > 4:
+            c2 = min(c * 2, max_width)
+            layers.append(EqualConv2d(c, c2, 3, down=True, activation="lrelu"))
+            c, r = c2, r // 2
+        self.body = nn.Sequential(*layers)
+        self.head = EqualLinear(c * 16, self.num_latents * w_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.body(images).flatten(1)).view(-1, self.num_latents, self.w_dim)
+
+
+def _style_split(n: int) -> tuple[int, int, int]:
+    """pSp's split of ``n`` style vectors into coarse / medium / fine (3 / 4 / rest at any size)."""
+    coarse = min(3, n)
+    medium = min(4, n - coarse)
+    return coarse, medium, n - coarse - medium
+
+
+class PyramidStyleEncoder(nn.Module):
+    """S, pSp style (Richardson et al., *Encoding in Style*, CVPR 2021; the paper's §5 choice): a CNN gives
+    feature maps at ``S/4``, ``S/8`` and ``S/16``, a top-down pass adds each coarser map (upsampled) to
+    the finer one (a feature pyramid), and every style vector has its own head (stride-2 convolutions down
+    to 1×1, then a linear layer) reading the coarsest map for the first 3 vectors, the middle map for the
+    next 4 and the finest map for the rest, as pSp does. Trained from scratch: pSp's pretrained IR-SE50
+    backbone is not used (nothing is downloaded).
+
+    Shapes: ``(B, 3, S, S)`` → ``(B, n_latent, w_dim)`` (``S ≥ 64``, a power of two).
+
+    Example:
+        >>> enc = PyramidStyleEncoder(64, 16, width=8, max_width=16)
+        >>> enc(torch.zeros(2, 3, 64, 64)).shape
+        torch.Size([2, 10, 16])
+    """
+
+    def __init__(self, size: int, w_dim: int, *, width: int = 32, max_width: int = 256) -> None:
+        super().__init__()
+        if size < 64 or size & (size - 1):
+            raise ValueError(f"size must be a power of two >= 64 for the pSp-style encoder, got {size}")
+        self.num_latents = num_latents(size)
+        self.w_dim = w_dim
+        widths = [min(width * 2**i, max_width) for i in range(5)]  # at S, S/2, S/4, S/8, S/16
+        self.stem = EqualConv2d(3, widths[0], 1, activation="lrelu")
+        self.stages = nn.ModuleList(
+            EqualConv2d(widths[i], widths[i + 1], 3, down=True, activation="lrelu") for i in range(4)
+        )
+        top = widths[4]
+        self.lateral = nn.ModuleList([EqualConv2d(widths[2], top, 1), EqualConv2d(widths[3], top, 1)])
+        self.split = _style_split(self.num_latents)
+        sides = [size // 16, size // 8, size // 4]  # coarse, medium, fine
+        self.heads = nn.ModuleList()
+        for count, side in zip(self.split, sides):
+            for _ in range(count):
+                downs = int(math.log2(side))  # to 1x1
+                convs = [EqualConv2d(top, top, 3, down=True, activation="lrelu") for _ in range(downs)]
+                self.heads.append(nn.Sequential(*convs, nn.Flatten(1), EqualLinear(top, w_dim)))
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.stem(images)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        coarse = feats[3]
+        medium = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False)
+        medium = medium + self.lateral[1](feats[2])
+        fine = F.interpolate(medium, scale_factor=2.0, mode="bilinear", align_corners=False)
+        fine = fine + self.lateral[0](feats[1])
+        sources = [coarse] * self.split[0] + [medium] * self.split[1] + [fine] * self.split[2]
+        return torch.stack([head(src) for head, src in zip(self.heads, sources)], dim=1)
+
+
+
 def minibatch_stddev(x: Tensor, group_size: int = 4, num_channels: int = 1, eps: float = 1e-8) -> Tensor:
     r"""Append minibatch-standard-deviation feature maps (Karras et al. 2018, §3).
 

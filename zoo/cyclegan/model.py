@@ -1,15 +1,17 @@
 r"""Networks of the unpaired landmark CycleGAN (Bespalov et al., *Data augmentation with manifold
 barycenters*, §3 and §5), built from the StyleGAN2 blocks of :mod:`zoo.common.gan`.
 
-* **G_I** (:class:`ConditionalImageGenerator`): the landmark heatmap ``(B, K, S, S)`` is down-sampled by
-  strided convolutions to every resolution ``S, S/2, …, 4`` (:class:`HeatmapPyramid`) and each level is
-  concatenated to the activations of the modulated-convolution generator at that resolution; the style is
-  ``(B, n_latent, w_dim)`` (``n_latent = 2 log2 S − 2``: 14 × 512 at 256 px) from the mapping network
-  ``S_o(z)`` or the style encoder ``S(I)``.
-* **S**: either :class:`StyleEncoder` (``style_encoder="cnn"``, the default): a small residual-free CNN
-  (equalised-lr convs down to 4×4, then a linear map to ``n_latent × w_dim``), the paper's "regular CNN"
-  variant; or :class:`PyramidStyleEncoder` (``"psp"``): the pSp architecture of §5 (a feature pyramid and
-  one map-to-style head per latent), trained from scratch (no pretrained backbone is downloaded).
+* **G_I** (:class:`~zoo.common.gan.ConditionalImageGenerator`): the landmark heatmap ``(B, K, S, S)`` is
+  down-sampled by strided convolutions to every resolution ``S, S/2, …, 4``
+  (:class:`~zoo.common.gan.HeatmapPyramid`) and each level is concatenated to the activations of the
+  modulated-convolution generator at that resolution; the style is ``(B, n_latent, w_dim)``
+  (``n_latent = 2 log2 S − 2``: 14 × 512 at 256 px) from the mapping network ``S_o(z)`` or the style
+  encoder ``S(I)``.
+* **S**: either :class:`~zoo.common.gan.StyleEncoder` (``style_encoder="cnn"``, the default): a small
+  residual-free CNN (equalised-lr convs down to 4×4, then a linear map to ``n_latent × w_dim``), the
+  paper's "regular CNN" variant; or :class:`~zoo.common.gan.PyramidStyleEncoder` (``"psp"``): the pSp
+  architecture of §5 (a feature pyramid and one map-to-style head per latent), trained from scratch (no
+  pretrained backbone is downloaded).
 * **S_o**: :class:`zoo.common.gan.MappingNetwork` (PixelNorm + FC, lr multiplier 0.01).
 * **G_L** (:class:`LandmarkEncoder`): the zoo's :class:`~zoo.hourglass.model.StackedHourglass` → stride-2
   convolutions down to 4×4 → linear → sigmoid → ``N`` coordinates ``(B, N, 2)`` in image pixels; the
@@ -24,180 +26,28 @@ which :meth:`LandmarkCycleGAN.predict` (evaluation) uses.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from wbaug.landmarks import gaussian_heatmaps, summed_heatmaps
 from zoo.common.gan import (
-    EqualConv2d,
-    EqualLinear,
+    ConditionalImageGenerator,
     MappingNetwork,
+    PyramidStyleEncoder,
     ResidualDiscriminator,
-    StyleGenerator,
+    StyleEncoder,
     make_ema,
-    num_latents,
     update_ema,
 )
 from zoo.common.registry import register_model
 from zoo.hourglass.model import StackedHourglass
 
 __all__ = [
-    "ConditionalImageGenerator",
-    "HeatmapPyramid",
     "LandmarkCycleGAN",
     "LandmarkEncoder",
-    "PyramidStyleEncoder",
-    "StyleEncoder",
     "landmark_cyclegan",
     "landmark_cyclegan_smoke",
 ]
-
-
-class HeatmapPyramid(nn.Module):
-    """Strided convolutions from the full-size heatmap down to 4×4 (§5).
-
-    Shapes: ``(B, in_channels, S, S)`` → ``{r: (B, channels, r, r)}`` for ``r = 4, 8, …, S``.
-    """
-
-    def __init__(self, in_channels: int, channels: int, size: int) -> None:
-        super().__init__()
-        self.size = size
-        self.stem = EqualConv2d(in_channels, channels, 3, activation="lrelu")
-        n_down = int(math.log2(size)) - 2
-        self.downs = nn.ModuleList(
-            [EqualConv2d(channels, channels, 3, down=True, activation="lrelu") for _ in range(n_down)]
-        )
-
-    def forward(self, heatmaps: Tensor) -> dict[int, Tensor]:
-        f = self.stem(heatmaps)
-        out = {self.size: f}
-        for down in self.downs:
-            f = down(f)
-            out[f.shape[-1]] = f
-        return out
-
-
-class ConditionalImageGenerator(nn.Module):
-    """G_I: heatmap pyramid + :class:`~zoo.common.gan.StyleGenerator` conditioned at every resolution.
-
-    Shapes: ``heatmaps (B, K, S, S)``, ``styles (B, w_dim)`` or ``(B, n_latent, w_dim)`` → images
-    ``(B, 3, S, S)`` (roughly in [-1, 1]; not squashed, as in StyleGAN2).
-    """
-
-    def __init__(
-        self,
-        heatmap_channels: int,
-        size: int,
-        w_dim: int,
-        *,
-        pyramid_channels: int = 32,
-        channel_base: int = 16384,
-        channel_max: int = 512,
-        fused: bool = False,
-    ) -> None:
-        super().__init__()
-        self.pyramid = HeatmapPyramid(heatmap_channels, pyramid_channels, size)
-        resolutions = [2**k for k in range(2, int(math.log2(size)) + 1)]
-        self.synthesis = StyleGenerator(
-            size,
-            w_dim,
-            channel_base=channel_base,
-            channel_max=channel_max,
-            cond_channels={r: pyramid_channels for r in resolutions},
-            fused=fused,
-        )
-        self.num_latents = self.synthesis.num_latents
-
-    def forward(
-        self, heatmaps: Tensor, styles: Tensor, *, generator: torch.Generator | None = None
-    ) -> Tensor:
-        return self.synthesis(styles, self.pyramid(heatmaps), generator=generator)
-
-
-class StyleEncoder(nn.Module):
-    """S: image → style matrix (a regular CNN; §5 uses pSp, which needs pretrained weights).
-
-    Shapes: ``(B, 3, S, S)`` → ``(B, n_latent, w_dim)``.
-    """
-
-    def __init__(self, size: int, w_dim: int, *, width: int = 32, max_width: int = 256) -> None:
-        super().__init__()
-        self.num_latents = num_latents(size)
-        self.w_dim = w_dim
-        layers: list[nn.Module] = [EqualConv2d(3, min(width, max_width), 1, activation="lrelu")]
-        c, r = min(width, max_width), size
-        while r > 4:
-            c2 = min(c * 2, max_width)
-            layers.append(EqualConv2d(c, c2, 3, down=True, activation="lrelu"))
-            c, r = c2, r // 2
-        self.body = nn.Sequential(*layers)
-        self.head = EqualLinear(c * 16, self.num_latents * w_dim)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.body(images).flatten(1)).view(-1, self.num_latents, self.w_dim)
-
-
-def _style_split(n: int) -> tuple[int, int, int]:
-    """pSp's split of ``n`` style vectors into coarse / medium / fine (3 / 4 / rest at any size)."""
-    coarse = min(3, n)
-    medium = min(4, n - coarse)
-    return coarse, medium, n - coarse - medium
-
-
-class PyramidStyleEncoder(nn.Module):
-    """S, pSp style (Richardson et al., *Encoding in Style*, CVPR 2021; the paper's §5 choice): a CNN gives
-    feature maps at ``S/4``, ``S/8`` and ``S/16``, a top-down pass adds each coarser map (upsampled) to
-    the finer one (a feature pyramid), and every style vector has its own head (stride-2 convolutions down
-    to 1×1, then a linear layer) reading the coarsest map for the first 3 vectors, the middle map for the
-    next 4 and the finest map for the rest, as pSp does. Trained from scratch: pSp's pretrained IR-SE50
-    backbone is not used (nothing is downloaded).
-
-    Shapes: ``(B, 3, S, S)`` → ``(B, n_latent, w_dim)`` (``S ≥ 64``, a power of two).
-
-    Example:
-        >>> enc = PyramidStyleEncoder(64, 16, width=8, max_width=16)
-        >>> enc(torch.zeros(2, 3, 64, 64)).shape
-        torch.Size([2, 10, 16])
-    """
-
-    def __init__(self, size: int, w_dim: int, *, width: int = 32, max_width: int = 256) -> None:
-        super().__init__()
-        if size < 64 or size & (size - 1):
-            raise ValueError(f"size must be a power of two >= 64 for the pSp-style encoder, got {size}")
-        self.num_latents = num_latents(size)
-        self.w_dim = w_dim
-        widths = [min(width * 2**i, max_width) for i in range(5)]  # at S, S/2, S/4, S/8, S/16
-        self.stem = EqualConv2d(3, widths[0], 1, activation="lrelu")
-        self.stages = nn.ModuleList(
-            EqualConv2d(widths[i], widths[i + 1], 3, down=True, activation="lrelu") for i in range(4)
-        )
-        top = widths[4]
-        self.lateral = nn.ModuleList([EqualConv2d(widths[2], top, 1), EqualConv2d(widths[3], top, 1)])
-        self.split = _style_split(self.num_latents)
-        sides = [size // 16, size // 8, size // 4]  # coarse, medium, fine
-        self.heads = nn.ModuleList()
-        for count, side in zip(self.split, sides):
-            for _ in range(count):
-                downs = int(math.log2(side))  # to 1x1
-                convs = [EqualConv2d(top, top, 3, down=True, activation="lrelu") for _ in range(downs)]
-                self.heads.append(nn.Sequential(*convs, nn.Flatten(1), EqualLinear(top, w_dim)))
-
-    def forward(self, images: Tensor) -> Tensor:
-        x = self.stem(images)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        coarse = feats[3]
-        medium = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False)
-        medium = medium + self.lateral[1](feats[2])
-        fine = F.interpolate(medium, scale_factor=2.0, mode="bilinear", align_corners=False)
-        fine = fine + self.lateral[0](feats[1])
-        sources = [coarse] * self.split[0] + [medium] * self.split[1] + [fine] * self.split[2]
-        return torch.stack([head(src) for head, src in zip(self.heads, sources)], dim=1)
 
 
 class LandmarkEncoder(nn.Module):
