@@ -436,6 +436,9 @@ def test_classical_landmark_augmentation_is_a_bounded_similarity():
 
 DDP_WORKER = '''
 import json
+import sys
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -468,8 +471,9 @@ for step in range(2):
 flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 gathered = [torch.empty_like(flat) for _ in range(world)]
 dist.all_gather(gathered, flat)
-print(json.dumps({"rank": rank, "mean_ok": mean_ok, "frozen_ok": frozen_ok, "losses": losses,
-                  "same_weights": torch.equal(gathered[0], gathered[1])}))
+record = {"rank": rank, "mean_ok": mean_ok, "frozen_ok": frozen_ok, "losses": losses,
+          "same_weights": torch.equal(gathered[0], gathered[1])}
+Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps(record))  # one file per rank: no interleaving
 dist.destroy_process_group()
 '''
 
@@ -480,8 +484,8 @@ def test_torchrun_two_ranks_average_gradients_and_stay_identical(tmp_path, torch
     per rank leave both ranks with bit-identical weights."""
     script = tmp_path / "worker.py"
     script.write_text(DDP_WORKER)
-    run = torchrun(script, timeout=300)
-    records = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    torchrun(script, tmp_path, timeout=300)
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert sorted(r["rank"] for r in records) == [0, 1]
     for r in records:
         assert r["mean_ok"] and r["frozen_ok"] and r["same_weights"]
