@@ -32,7 +32,7 @@ import torch
 
 from wbaug._checks import check_generator
 
-__all__ = ["NUM_FACE_LANDMARKS", "synthetic_faces"]
+__all__ = ["NUM_FACE_LANDMARKS", "synthetic_face_tracks", "synthetic_faces"]
 
 NUM_FACE_LANDMARKS = 68
 
@@ -288,3 +288,96 @@ def _project(p: dict[str, torch.Tensor], jitter: torch.Tensor, target: torch.Ten
     # a face larger than the canvas (impossible with the scale range above) would still be centred
     shift = torch.where(shift_min > shift_max, (shift_min + shift_max) / 2, shift)
     return (xy + shift.unsqueeze(1)).to(torch.float32), visibility, shift
+
+
+# expression parameters that drift along a track: (name, step std per frame, lower, upper bound)
+_TRACK_EXPRESSION = (
+    ("mouth_open", 0.06, 0.0, 1.0),
+    ("smile", 0.06, -0.4, 1.0),
+    ("brow_raise", 0.08, -1.0, 1.0),
+    ("eye_open", 0.04, 0.15, 1.35),
+)
+
+
+def synthetic_face_tracks(
+    num_tracks: int,
+    num_frames: int,
+    *,
+    generator: torch.Generator | None = None,
+    image_size: int = 256,
+    pose_step: float = 2.0,
+    expression_step: float = 1.0,
+    max_yaw: float = 40.0,
+    pose_std: tuple[float, float, float] = (15.0, 6.0, 6.0),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Short landmark "videos": one identity per track, pose and expression drifting frame to frame.
+
+    Each track draws the identity (face shape, per-point jitter) and a starting pose/expression as
+    :func:`synthetic_faces` does, then takes ``num_frames - 1`` small random-walk steps: yaw, pitch and
+    roll move by ``N(0, pose_step)`` degrees (pitch and roll by half of it) per frame, and the expression
+    parameters (mouth opening, smile, brow raise, eye opening) by small Gaussian steps scaled by
+    ``expression_step``, all clamped to their ranges. Every frame is re-centred on the canvas like a
+    face tracker's crop. This is the embedded stand-in for tracked face videos (300VW) used to learn
+    local transformations (Chrysos et al., *Visual Data Augmentation through Learning*, 2018, §4.1).
+
+    Args:
+        num_tracks: number of tracks ``V`` (``>= 0``).
+        num_frames: frames per track ``T`` (``>= 1``).
+        generator: source of randomness (same state, same tracks).
+        image_size: canvas side ``S`` in pixels.
+        pose_step: standard deviation of the per-frame yaw step in degrees (``>= 0``).
+        expression_step: multiplier of the per-frame expression steps (``>= 0``).
+        max_yaw: largest absolute yaw in degrees along the track.
+        pose_std: standard deviations in degrees of the starting yaw, pitch and roll.
+
+    Returns:
+        ``(landmarks, params)``: ``(V, T, 68, 2)`` float32 pixel coordinates, and a dict of ``(V, T)``
+        float32 parameters (``yaw``, ``pitch``, ``roll`` in radians, ``scale``, identity and expression
+        entries as in :func:`synthetic_faces`).
+
+    Example:
+        >>> lm, params = synthetic_face_tracks(2, 5, generator=torch.Generator().manual_seed(0))
+        >>> lm.shape, params["yaw"].shape
+        (torch.Size([2, 5, 68, 2]), torch.Size([2, 5]))
+    """
+    for name, value, low in (("num_tracks", num_tracks, 0), ("num_frames", num_frames, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        raise ValueError(f"image_size must be an int >= 16, got {image_size!r}")
+    if not pose_step >= 0:
+        raise ValueError(f"pose_step must be >= 0 degrees, got {pose_step}")
+    if not expression_step >= 0:
+        raise ValueError(f"expression_step must be >= 0, got {expression_step}")
+    if not 0.0 <= max_yaw <= 80.0:
+        raise ValueError(f"max_yaw must be in [0, 80] degrees, got {max_yaw}")
+    if len(pose_std) != 3 or any(float(v) < 0 for v in pose_std):
+        raise ValueError(f"pose_std must be three non-negative degrees (yaw, pitch, roll), got {pose_std}")
+    check_generator(generator)
+    g = generator
+    v, t = num_tracks, num_frames
+    p = _draw_parameters(v, g, 1.0, max_yaw, pose_std, float(image_size))
+    jitter = 0.012 * torch.randn(v, NUM_FACE_LANDMARKS, 3, generator=g, dtype=torch.float64)
+    target = (image_size - 1) / 2 + 0.03 * image_size * torch.randn(v, 2, generator=g, dtype=torch.float64)
+    p["eye_open"] = p["eye_open"].clamp_min(0.6)  # tracks start with open eyes
+    frames = {k: val.expand(v, t).clone() for k, val in p.items()}  # identity: constant along the track
+    step = math.radians(pose_step)
+    limits = {"yaw": math.radians(max_yaw), "pitch": _MAX_PITCH, "roll": _MAX_ROLL}
+    for name, scale in (("yaw", 1.0), ("pitch", 0.5), ("roll", 0.5)):
+        walk = scale * step * torch.randn(v, t - 1, generator=g, dtype=torch.float64)
+        path = p[name] + torch.cat([torch.zeros(v, 1, dtype=torch.float64), walk.cumsum(1)], 1)
+        frames[name] = path.clamp(-limits[name], limits[name])
+    for name, std, lo, hi in _TRACK_EXPRESSION:
+        walk = expression_step * std * torch.randn(v, t - 1, generator=g, dtype=torch.float64)
+        path = p[name] + torch.cat([torch.zeros(v, 1, dtype=torch.float64), walk.cumsum(1)], 1)
+        frames[name] = path.clamp(lo, hi)
+    flat = {k: val.reshape(v * t, 1) for k, val in frames.items()}
+    jit = jitter.repeat_interleave(t, 0)
+    tgt = target.repeat_interleave(t, 0)
+    landmarks = torch.empty(v * t, NUM_FACE_LANDMARKS, 2, dtype=torch.float32)
+    for start in range(0, v * t, _CHUNK):
+        sl = slice(start, min(v * t, start + _CHUNK))
+        chunk = {k: val[sl] for k, val in flat.items()}
+        landmarks[sl] = _project(chunk, jit[sl], tgt[sl], float(image_size))[0]
+    params = {k: val.to(torch.float32) for k, val in frames.items()}
+    return landmarks.view(v, t, NUM_FACE_LANDMARKS, 2), params
