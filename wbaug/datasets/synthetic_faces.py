@@ -290,12 +290,14 @@ def _project(p: dict[str, torch.Tensor], jitter: torch.Tensor, target: torch.Ten
     return (xy + shift.unsqueeze(1)).to(torch.float32), visibility, shift
 
 
-# expression parameters that drift along a track: (name, step std per frame, lower, upper bound)
+# pose angles that drift along a track: (name, step std relative to pose_step)
+_TRACK_POSE = (("yaw", 1.0), ("pitch", 0.5), ("roll", 0.5))
+# expression parameters that drift along a track: (name, step std per frame, rest value, lower, upper bound)
 _TRACK_EXPRESSION = (
-    ("mouth_open", 0.06, 0.0, 1.0),
-    ("smile", 0.06, -0.4, 1.0),
-    ("brow_raise", 0.08, -1.0, 1.0),
-    ("eye_open", 0.04, 0.15, 1.35),
+    ("mouth_open", 0.06, 0.2, 0.0, 1.0),
+    ("smile", 0.06, 0.3, -0.4, 1.0),
+    ("brow_raise", 0.08, 0.0, -1.0, 1.0),
+    ("eye_open", 0.04, 1.0, 0.15, 1.35),
 )
 
 
@@ -309,16 +311,20 @@ def synthetic_face_tracks(
     expression_step: float = 1.0,
     max_yaw: float = 40.0,
     pose_std: tuple[float, float, float] = (15.0, 6.0, 6.0),
+    reversion: float = 0.05,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Short landmark "videos": one identity per track, pose and expression drifting frame to frame.
 
     Each track draws the identity (face shape, per-point jitter) and a starting pose/expression as
-    :func:`synthetic_faces` does, then takes ``num_frames - 1`` small random-walk steps: yaw, pitch and
-    roll move by ``N(0, pose_step)`` degrees (pitch and roll by half of it) per frame, and the expression
-    parameters (mouth opening, smile, brow raise, eye opening) by small Gaussian steps scaled by
-    ``expression_step``, all clamped to their ranges. Every frame is re-centred on the canvas like a
-    face tracker's crop. This is the embedded stand-in for tracked face videos (300VW) used to learn
-    local transformations (Chrysos et al., *Visual Data Augmentation through Learning*, 2018, §4.1).
+    :func:`synthetic_faces` does, then takes ``num_frames - 1`` small steps of an Ornstein-Uhlenbeck walk
+    ``x ← x + reversion·(μ − x) + ε``: yaw, pitch and roll drift towards the frontal pose with
+    ``ε ~ N(0, pose_step)`` degrees (half of it for pitch and roll), the expression parameters (mouth
+    opening, smile, brow raise, eye opening) towards a resting expression with small Gaussian steps
+    scaled by ``expression_step``; everything is clamped to its range. The drift makes the expected next
+    frame a (nearly linear) function of the current one, which a local transformation can learn. Every
+    frame is re-centred on the canvas like a face tracker's crop. This is the embedded stand-in for the
+    tracked face videos (300VW) used to learn local transformations (Chrysos et al., *Visual Data
+    Augmentation through Learning*, 2018, §4.1).
 
     Args:
         num_tracks: number of tracks ``V`` (``>= 0``).
@@ -329,6 +335,7 @@ def synthetic_face_tracks(
         expression_step: multiplier of the per-frame expression steps (``>= 0``).
         max_yaw: largest absolute yaw in degrees along the track.
         pose_std: standard deviations in degrees of the starting yaw, pitch and roll.
+        reversion: drift rate towards the frontal pose / resting expression per frame, in ``[0, 1]``.
 
     Returns:
         ``(landmarks, params)``: ``(V, T, 68, 2)`` float32 pixel coordinates, and a dict of ``(V, T)``
@@ -353,6 +360,8 @@ def synthetic_face_tracks(
         raise ValueError(f"max_yaw must be in [0, 80] degrees, got {max_yaw}")
     if len(pose_std) != 3 or any(float(v) < 0 for v in pose_std):
         raise ValueError(f"pose_std must be three non-negative degrees (yaw, pitch, roll), got {pose_std}")
+    if not 0.0 <= reversion <= 1.0:
+        raise ValueError(f"reversion must be in [0, 1], got {reversion}")
     check_generator(generator)
     g = generator
     v, t = num_tracks, num_frames
@@ -363,14 +372,14 @@ def synthetic_face_tracks(
     frames = {k: val.expand(v, t).clone() for k, val in p.items()}  # identity: constant along the track
     step = math.radians(pose_step)
     limits = {"yaw": math.radians(max_yaw), "pitch": _MAX_PITCH, "roll": _MAX_ROLL}
-    for name, scale in (("yaw", 1.0), ("pitch", 0.5), ("roll", 0.5)):
-        walk = scale * step * torch.randn(v, t - 1, generator=g, dtype=torch.float64)
-        path = p[name] + torch.cat([torch.zeros(v, 1, dtype=torch.float64), walk.cumsum(1)], 1)
-        frames[name] = path.clamp(-limits[name], limits[name])
-    for name, std, lo, hi in _TRACK_EXPRESSION:
-        walk = expression_step * std * torch.randn(v, t - 1, generator=g, dtype=torch.float64)
-        path = p[name] + torch.cat([torch.zeros(v, 1, dtype=torch.float64), walk.cumsum(1)], 1)
-        frames[name] = path.clamp(lo, hi)
+    walks = [(name, scale * step, 0.0, -limits[name], limits[name]) for name, scale in _TRACK_POSE]
+    walks += [(name, expression_step * std, mu, lo, hi) for name, std, mu, lo, hi in _TRACK_EXPRESSION]
+    for name, std, mu, lo, hi in walks:
+        noise = std * torch.randn(v, t - 1, generator=g, dtype=torch.float64)
+        path = [p[name].view(v)]
+        for j in range(t - 1):  # Ornstein-Uhlenbeck: drift towards mu, Gaussian step
+            path.append((path[-1] + reversion * (mu - path[-1]) + noise[:, j]).clamp(lo, hi))
+        frames[name] = torch.stack(path, 1)
     flat = {k: val.reshape(v * t, 1) for k, val in frames.items()}
     jit = jitter.repeat_interleave(t, 0)
     tgt = target.repeat_interleave(t, 0)

@@ -26,6 +26,7 @@ def synthetic_face_videos(
     generator: torch.Generator | None = None,
     pose_step: float = 2.0,
     expression_step: float = 1.0,
+    reversion: float = 0.05,
     light_step: float = 0.02,
     noise: float = 2.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -38,6 +39,8 @@ def synthetic_face_videos(
         generator: source of all randomness (same state, same clips).
         pose_step: per-frame yaw step standard deviation in degrees (see :func:`synthetic_face_tracks`).
         expression_step: multiplier of the per-frame expression steps.
+        reversion: per-frame drift towards the frontal pose and resting expression (and of the light
+            towards neutral), in ``[0, 1]``.
         light_step: per-frame standard deviation of the light's gain and horizontal gradient (``>= 0``).
         noise: sensor noise standard deviation on the 0-255 scale, independent per frame (``>= 0``).
 
@@ -67,11 +70,15 @@ def synthetic_face_videos(
         image_size=image_size,
         pose_step=pose_step,
         expression_step=expression_step,
+        reversion=reversion,
     )
     v, t = num_videos, num_frames
     seeds = torch.randint(0, 2**62, (v,), generator=g)
     walk = light_step * torch.randn(v, t - 1, 2, generator=g)
-    light = torch.cat([torch.zeros(v, 1, 2), walk.cumsum(1)], 1)  # (V, T, 2): gain, gradient
+    light = [torch.zeros(v, 2)]
+    for j in range(t - 1):  # (gain - 1, gradient): the same drifting walk as the pose
+        light.append(light[-1] * (1 - reversion) + walk[:, j])
+    light = torch.stack(light, 1)  # (V, T, 2)
     gain = (1.0 + light[..., 0]).clamp(0.7, 1.3)
     light_x = light[..., 1].clamp(-0.3, 0.3)
     xx = torch.linspace(-1.0, 1.0, image_size).view(1, 1, image_size)
