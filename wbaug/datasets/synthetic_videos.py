@@ -29,6 +29,7 @@ def synthetic_face_videos(
     reversion: float = 0.05,
     light_step: float = 0.02,
     noise: float = 2.0,
+    zoom: float = 1.5,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Render ``V`` clips of ``T`` frames of one synthetic face each.
 
@@ -43,6 +44,8 @@ def synthetic_face_videos(
             towards neutral), in ``[0, 1]``.
         light_step: per-frame standard deviation of the light's gain and horizontal gradient (``>= 0``).
         noise: sensor noise standard deviation on the 0-255 scale, independent per frame (``>= 0``).
+        zoom: magnification about the canvas centre (a tighter, tracker-like crop; ``> 0``); the
+            returned landmarks are those of the rendered frames.
 
     Returns:
         ``(frames, params)``: ``(V, T, 3, S, S)`` uint8 frames and a dict of ``(V, T)`` float32 parameters
@@ -61,6 +64,8 @@ def synthetic_face_videos(
         raise ValueError(f"light_step must be >= 0, got {light_step}")
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
+    if not zoom > 0:
+        raise ValueError(f"zoom must be > 0, got {zoom}")
     check_generator(generator)
     g = generator
     landmarks, params = synthetic_face_tracks(
@@ -72,6 +77,8 @@ def synthetic_face_videos(
         expression_step=expression_step,
         reversion=reversion,
     )
+    centre = (image_size - 1) / 2
+    landmarks = centre + zoom * (landmarks - centre)
     v, t = num_videos, num_frames
     seeds = torch.randint(0, 2**62, (v,), generator=g)
     walk = light_step * torch.randn(v, t - 1, 2, generator=g)

@@ -55,6 +55,7 @@ class DataConfig:
     reversion: float = field(default=0.05, metadata={"help": "synthetic: drift to frontal/rest per frame"})
     light_step: float = field(default=0.02, metadata={"help": "synthetic: light step std per frame"})
     noise: float = field(default=2.0, metadata={"help": "synthetic: pixel noise std (0-255)"})
+    zoom: float = field(default=1.5, metadata={"help": "synthetic: crop magnification (face size)"})
     max_gap: int = field(default=4, metadata={"help": "pairs (t, t+x) with 1 <= x <= max_gap"})
     ssim_low: float = field(default=0.5, metadata={"help": "pairs need SSIM >= ssim_low (not too different)"})
     ssim_high: float = field(default=0.99, metadata={"help": "pairs need SSIM <= ssim_high (not identical)"})
@@ -166,7 +167,7 @@ def smoke_config(out_dir: str = "runs/lt-smoke") -> LocalTransformationsConfig:
 
 
 def cpu_config(out_dir: str = "runs/lt-cpu") -> LocalTransformationsConfig:
-    """A reduced run for one CPU thread (~20 min): 32 px frames, narrow networks, d = 64."""
+    """A reduced run for one CPU thread (~15-20 min): 32 px frames, narrow networks, d = 64."""
     return LocalTransformationsConfig(
         model=ModelConfig(
             image_size=32,
@@ -179,15 +180,15 @@ def cpu_config(out_dir: str = "runs/lt-cpu") -> LocalTransformationsConfig:
         ),
         data=DataConfig(num_videos=48, num_test_videos=12, num_frames=24),
         train=TrainConfig(
-            stage1_steps=1500,
-            stage3_steps=1500,
-            stage4_steps=200,
+            stage1_steps=5000,
+            stage3_steps=5000,
+            stage4_steps=500,
             batch_size=16,
             out_dir=out_dir,
-            log_every=50,
-            eval_every=1000,
-            ckpt_every=250,
-            sample_every=1000,
+            log_every=100,
+            eval_every=2500,
+            ckpt_every=500,
+            sample_every=2500,
             eval_batch_size=64,
             num_threads=1,
         ),
@@ -231,6 +232,7 @@ def validate_config(cfg: LocalTransformationsConfig) -> LocalTransformationsConf
         _require(getattr(d, name) >= 1, f"data.{name}", "must be >= 1", getattr(d, name))
     _require(d.num_frames >= 2, "data.num_frames", "must be >= 2", d.num_frames)
     _require(d.max_gap >= 1, "data.max_gap", "must be >= 1", d.max_gap)
+    _require(d.zoom > 0, "data.zoom", "must be > 0", d.zoom)
     for name in ("pose_step", "expression_step", "light_step", "noise"):
         _require(getattr(d, name) >= 0, f"data.{name}", "must be >= 0", getattr(d, name))
     _require(0.0 <= d.reversion <= 1.0, "data.reversion", "must be in [0, 1]", d.reversion)

@@ -139,6 +139,7 @@ def synthetic_clips(cfg: Any, split: str) -> tuple[list[Tensor], dict[str, Tenso
         reversion=d.reversion,
         light_step=d.light_step,
         noise=d.noise,
+        zoom=d.zoom,
     )
     return list(frames.unbind(0)), params
 
