@@ -34,6 +34,7 @@ across ranks explicitly (:func:`zoo.common.gan.average_gradients`; several forwa
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -397,8 +398,12 @@ def _train(
     logger = MetricLogger(
         out / "logs", enabled=ctx.is_main, tensorboard=t_cfg.tensorboard, resume_step=step if resume else None
     )
+    on_terminal = sys.stderr.isatty()  # no bar in log files
     bar = progress(
-        total=end, initial=step, enabled=ctx.is_main and t_cfg.progress, desc="local transformations"
+        total=end,
+        initial=step,
+        enabled=ctx.is_main and t_cfg.progress and on_terminal,
+        desc="local transformations",
     )
     throughput: dict[str, dict[str, float]] = {}
     streams: dict[str, Iterator] = {}
