@@ -1,10 +1,9 @@
 """Frame clips and frame pairs for the learned-local-transformations recipe (Chrysos et al. 2018, §4.1).
 
 * **Clips**: the embedded synthetic face clips (:func:`wbaug.datasets.synthetic_face_videos`; no files),
-  or a folder whose entries are clips: sub-folders of PNG/JPEG frames (read with ``torchvision.io``, in
-  name order) and/or video files (``.mp4 .avi .mov .mkv .webm``, decoded with PyAV, the optional
-  ``video`` extra: ``pip install wbaug[video]``). Frames are centre-cropped to a square and resized to
-  ``S × S``.
+  or a folder whose entries are clips: sub-folders of PNG/JPEG frames (read with PIL, in name order)
+  and/or video files (``.mp4 .avi .mov .mkv .webm``, decoded with PyAV, the optional ``video`` extra:
+  ``pip install wbaug[video]``). Frames are centre-cropped to a square and resized to ``S × S``.
 * **Pairs**: ``(clip, t, t + x)`` with ``1 <= x <= max_gap`` whose SSIM lies in ``[ssim_low, ssim_high]``
   -- neither identical nor too different, as the paper requires.
 * **Datasets** keyed by ``(index, sample_seed)`` for :class:`zoo.common.ShardedEpochSampler`: single
@@ -61,8 +60,9 @@ def _square_resize(frames: Tensor, size: int) -> Tensor:
 
 
 def read_frame_folder(folder: str | Path, size: int) -> Tensor:
-    """The PNG/JPEG frames of ``folder`` in name order as ``(T, 3, size, size)`` uint8."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    """The PNG/JPEG frames of ``folder`` in name order (read with PIL) as ``(T, 3, size, size)`` uint8."""
+    import numpy as np
+    import PIL.Image
 
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -71,8 +71,9 @@ def read_frame_folder(folder: str | Path, size: int) -> Tensor:
     frames = []
     for f in files:
         try:
-            img = decode_image(read_file(str(f)), mode=ImageReadMode.RGB)
-        except RuntimeError as err:
+            with PIL.Image.open(f) as pil:
+                img = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1)
+        except (OSError, ValueError) as err:
             raise ValueError(f"{f}: cannot decode this frame ({err})") from err
         frames.append(_square_resize(img.unsqueeze(0), size))
     return torch.cat(frames)
