@@ -276,7 +276,11 @@ def test_smoke_outputs_and_exported_model(smoke_run):
 def test_evaluate_cli_writes_json(smoke_run, smoke_data, tmp_path):
     out, result = smoke_run
     path = tmp_path / "eval.json"
-    evaluate_main(["--checkpoint", str(out / "checkpoints" / "last.pt"), "--json", str(path)])
+    figure = tmp_path / "variance.png"
+    evaluate_main(
+        ["--checkpoint", str(out / "checkpoints" / "last.pt"), "--json", str(path), "--figure", str(figure)]
+    )
+    assert figure.stat().st_size > 0
     got = json.loads(path.read_text())
     for key in (
         "recon_l1",

@@ -33,7 +33,7 @@ from torch import Tensor
 from wbaug.io_atomic import atomic_write_text
 from wbaug.transforms import fit_transition, ssim_score
 
-__all__ = ["cumulative_variance", "evaluate_nets", "log_samples", "main", "pca_baseline"]
+__all__ = ["cumulative_variance", "evaluate_nets", "log_samples", "main", "pca_baseline", "variance_figure"]
 
 PCA_MAX_FRAMES = 4096
 
@@ -191,6 +191,28 @@ def log_samples(
     logger.log_figure("samples", fig, step, png_dir=png_dir)
 
 
+def variance_figure(metrics: dict) -> Any:
+    """Fig. 4 of the paper: the average per-clip cumulative explained-variance ratio of the latents (and of
+    the raw pixels, for comparison) against the number of components."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.0, 3.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, style in (("latent", "-"), ("pixel", "--")):
+        curve = metrics.get(f"{name}_cumulative_variance")
+        if curve:
+            ax.plot(range(1, len(curve) + 1), curve, style, label=f"{name}s")
+    ax.axhline(0.9, color="grey", linewidth=0.5)
+    ax.set_xlabel("components")
+    ax.set_ylabel("cumulative explained variance")
+    ax.set_ylim(0, 1.02)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def load_run(checkpoint: str | Path, *, device: str = "cpu") -> tuple[Any, Any, dict]:
     """``(nets, cfg, checkpoint dict)`` from a training checkpoint (``weights_only=True``)."""
     from zoo.common import config_from_dict, read_checkpoint
@@ -217,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--checkpoint", required=True, help="training checkpoint (…/checkpoints/last.pt)")
     parser.add_argument("--json", default=None, help="write the metrics to this JSON file (atomically)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1")
+    parser.add_argument("--figure", default=None, help="save the per-clip variance plot (Fig. 4) here")
     args = parser.parse_args(list(argv) if argv is not None else None)
     nets, cfg, ckpt = load_run(args.checkpoint, device=args.device)
     data = build_data(cfg)
@@ -228,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     text = json.dumps(metrics, indent=2, default=float)
     if args.json:
         atomic_write_text(args.json, text + "\n")
+    if args.figure:
+        from zoo.common import save_figure
+
+        save_figure(variance_figure(metrics), args.figure)
     print(text)
     return metrics
 
