@@ -35,17 +35,22 @@ from wbaug.transforms import fit_transition, ssim_score
 
 __all__ = ["cumulative_variance", "evaluate_nets", "log_samples", "main", "pca_baseline", "variance_figure"]
 
-PCA_MAX_FRAMES = 4096
+PCA_MAX_FRAMES = 4096  # frames / pairs used to fit the PCA baseline (evenly spaced)
+EVAL_MAX_PAIRS = 4096  # held-out pairs scored (evenly spaced)
 
 
 def _stack_frames(dataset: Any, limit: int | None = None) -> Tensor:
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    idx = torch.linspace(0, len(dataset) - 1, n).round().long().unique() if n < len(dataset) else range(n)
-    return torch.stack([dataset[int(i)] for i in idx])
+    return torch.stack([dataset[i] for i in _spread(len(dataset), limit)])
 
 
-def _stack_pairs(dataset: Any) -> tuple[Tensor, Tensor]:
-    items = [dataset[i] for i in range(len(dataset))]
+def _spread(n: int, limit: int | None) -> list[int]:
+    if limit is None or n <= limit:
+        return list(range(n))
+    return torch.linspace(0, n - 1, limit).round().long().unique().tolist()
+
+
+def _stack_pairs(dataset: Any, limit: int | None = None) -> tuple[Tensor, Tensor]:
+    items = [dataset[i] for i in _spread(len(dataset), limit)]
     return torch.stack([s for s, _ in items]), torch.stack([t for _, t in items])
 
 
@@ -100,7 +105,7 @@ def evaluate_nets(
     nets.eval()
     bs = cfg.train.eval_batch_size
     frames = _stack_frames(data.test_frames)
-    src, tgt = _stack_pairs(data.test_pair_set)
+    src, tgt = _stack_pairs(data.test_pair_set, EVAL_MAX_PAIRS)
     recon = _batched(lambda x: nets.decoder(nets.encoder(x)), frames, batch_size=bs, device=device)
     pred = _batched(nets.model.step, src, batch_size=bs, device=device)
     out: dict[str, Any] = {
@@ -116,7 +121,10 @@ def evaluate_nets(
         out["pred_ssim_pass"] = float((ssim >= 0.4).double().mean())
         d = cfg.model.latent_dim
         pca = pca_baseline(
-            _stack_frames(data.frames, PCA_MAX_FRAMES), _stack_pairs(data.pairs), d, cfg.loss.lambda_2
+            _stack_frames(data.frames, PCA_MAX_FRAMES),
+            _stack_pairs(data.pairs, PCA_MAX_FRAMES),
+            d,
+            cfg.loss.lambda_2,
         )
         mean, basis, a = pca["mean"], pca["basis"], pca["transition"]
 

@@ -419,6 +419,7 @@ def _train(
             losses = stage1_step(nets, optimizers, next(streams["frames"]).to(device), cfg, amp=amp)
         elif stage == "stage2":
             losses = fit_stage2(nets, data, cfg, device=device)
+            broadcast_parameters(nets.model)  # the same A (and weights) on every rank
         else:  # stage3 / stage4: one continuous stream of pairs
             if "pairs" not in streams:
                 streams["pairs"] = _batches(data.pairs, "pairs", step - bounds["stage3"][0], cfg, ctx)
