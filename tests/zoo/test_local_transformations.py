@@ -361,3 +361,29 @@ def test_bad_config_values_name_the_field(section, field, value, match):
     folder = replace(smoke_config(), data=DataConfig(dataset="folder"))
     with pytest.raises(ValueError, match="data.root"):
         validate_config(folder)
+
+
+def test_cli_rejects_bad_values(tmp_path):
+    from zoo.local_transformations.train import main
+
+    with pytest.raises(ValueError, match="model.image_size"):
+        main(["--preset", "smoke", "--train.out_dir", str(tmp_path / "x"), "--model.image_size", "24"])
+    with pytest.raises(ValueError, match="train.stage3_steps"):
+        main(["--preset", "smoke", "--train.out_dir", str(tmp_path / "y"), "--train.stage3_steps", "0"])
+
+
+def test_downstream_runs_on_the_smoke_model(smoke_run, smoke_data):
+    from zoo.local_transformations.downstream import run_downstream
+    from zoo.local_transformations.evaluate import load_run
+
+    out, _ = smoke_run
+    nets, _, _ = load_run(out / "checkpoints" / "last.pt")
+    got = run_downstream(
+        nets, smoke_data, train_frames=8, steps=2, batch_size=4, seeds=1, p=1.0, min_ssim=-1.0
+    )
+    assert got["accepted_share"] == 1.0 and got["train_frames"] == 8
+    assert (
+        got["mae_with_augmentation"] != got["mae_without_augmentation"]
+    )  # the augmentation changed the inputs
+    with pytest.raises(ValueError, match="--attribute"):
+        run_downstream(nets, smoke_data, attribute="nope", steps=1, seeds=1)
