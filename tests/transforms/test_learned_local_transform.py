@@ -74,6 +74,14 @@ def test_tv_tensor_pil_and_resize(model):
     assert isinstance(out_pil, PIL.Image.Image) and out_pil.size == (20, 20)
 
 
+def test_eval_mode_whatever_the_pipeline_mode(model):
+    t = LearnedLocalTransformation(model, p=1.0, min_ssim=None)
+    x = _images(2)
+    a = t(x)
+    t.train()  # a parent module's .train() reaches the networks
+    assert torch.equal(t(x), a) and not t.model.training
+
+
 def test_probability(model):
     x = _images(400)
     assert torch.equal(LearnedLocalTransformation(model, p=0.0)(x), x)

@@ -454,10 +454,11 @@ class LearnedLocalTransformation(v2.Transform):
         min_ssim: rejection threshold on ``SSIM(output, input)`` (``None``: keep every output).
         label_preserving: let key-points / boxes / masks through unchanged.
         generator: draws the gate (``None``: torch's global RNG). The networks are deterministic.
-        device: where the model runs (default: where its weights are).
+        device: where the model runs (default: where its weights are); the model is moved in place.
         ssim_window: SSIM window (odd).
 
-    Shapes: images ``(C, H, W)`` or batched ``(B, C, H, W)`` (tensors, ``tv_tensors.Image``, or PIL).
+    The model always runs in eval mode (batch-norm running statistics), whatever mode the surrounding
+    pipeline is in. Shapes: images ``(C, H, W)`` or batched ``(B, C, H, W)`` (tensors, ``tv_tensors.Image``, or PIL).
 
     Example:
         >>> cfg = LocalTransformationConfig(image_size=16, latent_dim=8, channels=4)
@@ -562,6 +563,8 @@ class LearnedLocalTransformation(v2.Transform):
         if applied.numel() != x.shape[0]:
             raise ValueError(f"the gate covers {applied.numel()} images but the input holds {x.shape[0]}")
         cfg = self.model.config
+        if self.model.training:  # e.g. after a .train() of the enclosing module
+            self.model.eval()
         if x.shape[1] != cfg.in_channels:
             raise ValueError(f"images must have {cfg.in_channels} channels (the model's), got {x.shape[1]}")
         idx = applied.nonzero().flatten().to(x.device)
