@@ -458,7 +458,9 @@ class LearnedLocalTransformation(v2.Transform):
         ssim_window: SSIM window (odd).
 
     The model always runs in eval mode (batch-norm running statistics), whatever mode the surrounding
-    pipeline is in. Shapes: images ``(C, H, W)`` or batched ``(B, C, H, W)`` (tensors, ``tv_tensors.Image``, or PIL).
+    pipeline is in.
+
+    Shapes: images ``(C, H, W)`` or batched ``(B, C, H, W)`` (tensors, ``tv_tensors.Image``, or PIL).
 
     Example:
         >>> cfg = LocalTransformationConfig(image_size=16, latent_dim=8, channels=4)
