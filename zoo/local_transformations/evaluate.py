@@ -12,6 +12,8 @@ Metrics (pixel L1 on the ``[0, 1]`` scale, held-out clips and their SSIM-band pa
 * ``pred_l1``: next-frame prediction (eq. 10) ``‖î^{(t+x)} − i^{(t+x)}‖₁``; ``pca_pred_l1``: the linear
   counterpart of §4.4 (PCA of the training frames + the same ridge regression of Stage II on the PCA
   coefficients, then back to pixels); ``identity_pred_l1``: predicting "no change" (the source frame);
+  ``oracle_latent_pred_l1``: the generator fed the later frame's own latent (what a perfect ``A`` would
+  give: separates the errors of Stage II and Stage III);
 * ``pred_ssim`` (mean SSIM of the prediction to its source) and ``pred_ssim_pass`` (share >= 0.4, the
   rule of §4.5);
 * ``latent_cumulative_variance``: per held-out clip, a PCA of its latents ``f^I_e(i^{(t)})`` and the
@@ -116,6 +118,11 @@ def evaluate_nets(
         "test_pairs": float(src.shape[0]),
     }
     if full:
+        # diagnostic: the generator given the later frame's own latent instead of A's regression
+        oracle = _batched(
+            lambda a, b: nets.model.synthesize(nets.encoder(b), a), src, tgt, batch_size=bs, device=device
+        )
+        out["oracle_latent_pred_l1"] = _l1(oracle, tgt)
         ssim = ssim_score((pred + 1) / 2, (src + 1) / 2, window=cfg.data.ssim_window)
         out["pred_ssim"] = float(ssim.mean())
         out["pred_ssim_pass"] = float((ssim >= 0.4).double().mean())
