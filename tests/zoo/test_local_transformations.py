@@ -287,6 +287,7 @@ def test_evaluate_cli_writes_json(smoke_run, smoke_data, tmp_path):
         "pred_l1",
         "pca_pred_l1",
         "identity_pred_l1",
+        "oracle_latent_pred_l1",
         "latent_cumulative_variance",
         "step",
     ):
