@@ -2,7 +2,8 @@
 
 Synthetic (generated in milliseconds, no files): :func:`synthetic_faces` (68-point iBUG layout),
 :class:`SyntheticFaces` (rendered images + landmarks), :func:`synthetic_contours` (unordered closed
-contours of varying size).
+contours of varying size), :func:`synthetic_face_tracks` / :func:`synthetic_face_videos` (short clips of
+one face with drifting pose, expression and light).
 
 Readers (nothing downloads; see docs/datasets.md for each expected layout): :class:`Face300W`,
 :class:`WFLW`, :class:`CelebA`, :class:`Human36M`, :class:`LandmarkFolder`, plus :func:`read_pts` and
@@ -25,7 +26,8 @@ from wbaug.datasets.io import image_size, load_landmarks, read_image, read_pts, 
 from wbaug.datasets.render import fill_polygons, render_faces
 from wbaug.datasets.synthetic import SyntheticFaces, sample_seed
 from wbaug.datasets.synthetic_contours import synthetic_contours
-from wbaug.datasets.synthetic_faces import NUM_FACE_LANDMARKS, synthetic_faces
+from wbaug.datasets.synthetic_faces import NUM_FACE_LANDMARKS, synthetic_face_tracks, synthetic_faces
+from wbaug.datasets.synthetic_videos import synthetic_face_videos
 from wbaug.datasets.w300 import W300_SPLITS, Face300W, read_300w_boxes
 from wbaug.datasets.wflw import WFLW, WFLW_ATTRIBUTES, read_wflw_annotations
 
@@ -60,6 +62,8 @@ __all__ = [
     "render_faces",
     "sample_seed",
     "synthetic_contours",
+    "synthetic_face_tracks",
+    "synthetic_face_videos",
     "synthetic_faces",
     "write_pts",
 ]

@@ -32,7 +32,7 @@ import torch
 
 from wbaug._checks import check_generator
 
-__all__ = ["NUM_FACE_LANDMARKS", "synthetic_faces"]
+__all__ = ["NUM_FACE_LANDMARKS", "synthetic_face_tracks", "synthetic_faces"]
 
 NUM_FACE_LANDMARKS = 68
 
@@ -288,3 +288,105 @@ def _project(p: dict[str, torch.Tensor], jitter: torch.Tensor, target: torch.Ten
     # a face larger than the canvas (impossible with the scale range above) would still be centred
     shift = torch.where(shift_min > shift_max, (shift_min + shift_max) / 2, shift)
     return (xy + shift.unsqueeze(1)).to(torch.float32), visibility, shift
+
+
+# pose angles that drift along a track: (name, step std relative to pose_step)
+_TRACK_POSE = (("yaw", 1.0), ("pitch", 0.5), ("roll", 0.5))
+# expression parameters that drift along a track: (name, step std per frame, rest value, lower, upper bound)
+_TRACK_EXPRESSION = (
+    ("mouth_open", 0.06, 0.2, 0.0, 1.0),
+    ("smile", 0.06, 0.3, -0.4, 1.0),
+    ("brow_raise", 0.08, 0.0, -1.0, 1.0),
+    ("eye_open", 0.04, 1.0, 0.15, 1.35),
+)
+
+
+def synthetic_face_tracks(
+    num_tracks: int,
+    num_frames: int,
+    *,
+    generator: torch.Generator | None = None,
+    image_size: int = 256,
+    pose_step: float = 2.0,
+    expression_step: float = 1.0,
+    max_yaw: float = 40.0,
+    pose_std: tuple[float, float, float] = (15.0, 6.0, 6.0),
+    reversion: float = 0.05,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Short landmark "videos": one identity per track, pose and expression drifting frame to frame.
+
+    Each track draws the identity (face shape, per-point jitter) and a starting pose/expression as
+    :func:`synthetic_faces` does, then takes ``num_frames - 1`` small steps of an Ornstein-Uhlenbeck walk
+    ``x ← x + reversion·(μ − x) + ε``: yaw, pitch and roll drift towards the frontal pose with
+    ``ε ~ N(0, pose_step)`` degrees (half of it for pitch and roll), the expression parameters (mouth
+    opening, smile, brow raise, eye opening) towards a resting expression with small Gaussian steps
+    scaled by ``expression_step``; everything is clamped to its range. The drift makes the expected next
+    frame a (nearly linear) function of the current one, which a local transformation can learn. Every
+    frame is re-centred on the canvas like a face tracker's crop. This is the embedded stand-in for the
+    tracked face videos (300VW) used to learn local transformations (Chrysos et al., *Visual Data
+    Augmentation through Learning*, 2018, §4.1).
+
+    Args:
+        num_tracks: number of tracks ``V`` (``>= 0``).
+        num_frames: frames per track ``T`` (``>= 1``).
+        generator: source of randomness (same state, same tracks).
+        image_size: canvas side ``S`` in pixels.
+        pose_step: standard deviation of the per-frame yaw step in degrees (``>= 0``).
+        expression_step: multiplier of the per-frame expression steps (``>= 0``).
+        max_yaw: largest absolute yaw in degrees along the track.
+        pose_std: standard deviations in degrees of the starting yaw, pitch and roll.
+        reversion: drift rate towards the frontal pose / resting expression per frame, in ``[0, 1]``.
+
+    Returns:
+        ``(landmarks, params)``: ``(V, T, 68, 2)`` float32 pixel coordinates, and a dict of ``(V, T)``
+        float32 parameters (``yaw``, ``pitch``, ``roll`` in radians, ``scale``, identity and expression
+        entries as in :func:`synthetic_faces`).
+
+    Example:
+        >>> lm, params = synthetic_face_tracks(2, 5, generator=torch.Generator().manual_seed(0))
+        >>> lm.shape, params["yaw"].shape
+        (torch.Size([2, 5, 68, 2]), torch.Size([2, 5]))
+    """
+    for name, value, low in (("num_tracks", num_tracks, 0), ("num_frames", num_frames, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        raise ValueError(f"image_size must be an int >= 16, got {image_size!r}")
+    if not pose_step >= 0:
+        raise ValueError(f"pose_step must be >= 0 degrees, got {pose_step}")
+    if not expression_step >= 0:
+        raise ValueError(f"expression_step must be >= 0, got {expression_step}")
+    if not 0.0 <= max_yaw <= 80.0:
+        raise ValueError(f"max_yaw must be in [0, 80] degrees, got {max_yaw}")
+    if len(pose_std) != 3 or any(float(v) < 0 for v in pose_std):
+        raise ValueError(f"pose_std must be three non-negative degrees (yaw, pitch, roll), got {pose_std}")
+    if not 0.0 <= reversion <= 1.0:
+        raise ValueError(f"reversion must be in [0, 1], got {reversion}")
+    check_generator(generator)
+    g = generator
+    v, t = num_tracks, num_frames
+    p = _draw_parameters(v, g, 1.0, max_yaw, pose_std, float(image_size))
+    jitter = 0.012 * torch.randn(v, NUM_FACE_LANDMARKS, 3, generator=g, dtype=torch.float64)
+    target = (image_size - 1) / 2 + 0.03 * image_size * torch.randn(v, 2, generator=g, dtype=torch.float64)
+    p["eye_open"] = p["eye_open"].clamp_min(0.6)  # tracks start with open eyes
+    frames = {k: val.expand(v, t).clone() for k, val in p.items()}  # identity: constant along the track
+    step = math.radians(pose_step)
+    limits = {"yaw": math.radians(max_yaw), "pitch": _MAX_PITCH, "roll": _MAX_ROLL}
+    walks = [(name, scale * step, 0.0, -limits[name], limits[name]) for name, scale in _TRACK_POSE]
+    walks += [(name, expression_step * std, mu, lo, hi) for name, std, mu, lo, hi in _TRACK_EXPRESSION]
+    for name, std, mu, lo, hi in walks:
+        noise = std * torch.randn(v, t - 1, generator=g, dtype=torch.float64)
+        path = [p[name].view(v)]
+        for j in range(t - 1):  # Ornstein-Uhlenbeck: drift towards mu, Gaussian step
+            path.append((path[-1] + reversion * (mu - path[-1]) + noise[:, j]).clamp(lo, hi))
+        frames[name] = torch.stack(path, 1)
+    flat = {k: val.reshape(v * t, 1) for k, val in frames.items()}
+    jit = jitter.repeat_interleave(t, 0)
+    tgt = target.repeat_interleave(t, 0)
+    landmarks = torch.empty(v * t, NUM_FACE_LANDMARKS, 2, dtype=torch.float32)
+    for start in range(0, v * t, _CHUNK):
+        sl = slice(start, min(v * t, start + _CHUNK))
+        chunk = {k: val[sl] for k, val in flat.items()}
+        landmarks[sl] = _project(chunk, jit[sl], tgt[sl], float(image_size))[0]
+    params = {k: val.to(torch.float32) for k, val in frames.items()}
+    return landmarks.view(v, t, NUM_FACE_LANDMARKS, 2), params

@@ -6,6 +6,8 @@
   :func:`apply_barycentric`, :func:`register_barycentric_kernel`) and its kornia form
   (:class:`RandomBarycentricWarp`); the torchvision v2 form is the fitted
   :class:`~wbaug.sampling.WassersteinBarycentricSampler` itself;
+* learned local transformations (Chrysos et al. 2018): :class:`LearnedLocalTransformation` and the
+  networks it runs (:class:`LocalTransformationModel`, :func:`fit_transition`, model files);
 * :class:`SanitizeLandmarks` (off-canvas key-points become invisible or are removed) and
   :func:`landmark_collate` (batches that keep ``KeyPoints``, ``Visibility`` and the canvas size).
 """
@@ -19,13 +21,30 @@ from wbaug.transforms.barycentric import (
 from wbaug.transforms.crop import FaceCrop, face_crop, face_crop_matrix, warp_affine_crop
 from wbaug.transforms.flip import LandmarkHorizontalFlip, Visibility, horizontal_flip_landmarks
 from wbaug.transforms.keypoints import SanitizeLandmarks, landmark_collate
+from wbaug.transforms.learned_local import (
+    ConvEncoder,
+    LearnedLocalTransformation,
+    LocalTransformationConfig,
+    LocalTransformationGenerator,
+    LocalTransformationModel,
+    fit_transition,
+    image_gradient_l1,
+    load_local_transformation,
+    save_local_transformation,
+    ssim_score,
+)
 from wbaug.transforms.multiview import MultiViewDataset, MultiViewTransform, flatten_views, multiview_collate
 from wbaug.transforms.tps import TPSWarp, tps_fit, tps_grid, tps_transform_points, tps_warp_image
 
 __all__ = [
     "BarycentricParams",
+    "ConvEncoder",
     "FaceCrop",
     "LandmarkHorizontalFlip",
+    "LearnedLocalTransformation",
+    "LocalTransformationConfig",
+    "LocalTransformationGenerator",
+    "LocalTransformationModel",
     "MultiViewDataset",
     "MultiViewTransform",
     "RandomBarycentricWarp",
@@ -36,11 +55,16 @@ __all__ = [
     "draw_barycentric_params",
     "face_crop",
     "face_crop_matrix",
+    "fit_transition",
     "flatten_views",
     "horizontal_flip_landmarks",
+    "image_gradient_l1",
     "landmark_collate",
+    "load_local_transformation",
     "multiview_collate",
     "register_barycentric_kernel",
+    "save_local_transformation",
+    "ssim_score",
     "tps_fit",
     "tps_grid",
     "tps_transform_points",
