@@ -78,9 +78,7 @@ def test_constant_prediction_gives_the_mean_shape():
     g = torch.Generator().manual_seed(0)
     gt = torch.rand(30, 68, 2, generator=g, dtype=torch.float64) * 64
     const = torch.rand(1, 17, 2, generator=g, dtype=torch.float64).expand(30, -1, -1)
-    value, regressed = linear_probe_nme(
-        const[:20], gt[:20], const[20:], gt[20:], return_prediction=True
-    )
+    value, regressed = linear_probe_nme(const[:20], gt[:20], const[20:], gt[20:], return_prediction=True)
     mean_shape = gt[:20].mean(0).expand(10, -1, -1)
     torch.testing.assert_close(regressed, mean_shape)
     torch.testing.assert_close(value, nme(mean_shape, gt[20:]))

@@ -72,7 +72,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Images (all training images), a label budget (barycenter; probe; semi-supervised labels), test split."""
+    """All training images, a label budget (barycenter; probe; semi-supervised labels), the test split."""
 
     dataset: str = field(
         default="synthetic", metadata={"help": "synthetic | 300w | wflw | celeba | h36m | folder"}
@@ -83,8 +83,10 @@ class DataConfig:
     num_test: int = field(default=300, metadata={"help": "synthetic: held-out images"})
     label_budget: int = field(
         default=300,
-        metadata={"help": "labelled training images: the barycenter's landmarks, the linear probe, "
-                  "and the supervised term in semi-supervised mode"},
+        metadata={
+            "help": "labelled training images: the barycenter's landmarks, the linear probe, "
+            "and the supervised term in semi-supervised mode"
+        },
     )
     data_seed: int = field(default=0, metadata={"help": "seed of the synthetic data and the label subset"})
     barycenter_file: str | None = field(
@@ -324,8 +326,25 @@ def validate_config(cfg: BruleConfig) -> BruleConfig:
             t.batch_size,
         )
     for name in (
-        "r1_gamma", "c1", "c2", "c3", "c5", "c6", "c7", "c8", "c9", "c10", "c11", "c12", "c13", "supervised",
-        "g_rotate", "g_scale", "g_shear", "g_translate", "g_elastic",
+        "r1_gamma",
+        "c1",
+        "c2",
+        "c3",
+        "c5",
+        "c6",
+        "c7",
+        "c8",
+        "c9",
+        "c10",
+        "c11",
+        "c12",
+        "c13",
+        "supervised",
+        "g_rotate",
+        "g_scale",
+        "g_shear",
+        "g_translate",
+        "g_elastic",
     ):
         value = getattr(lo, name)
         _require(value >= 0 and math.isfinite(value), f"loss.{name}", "must be finite and >= 0", value)

@@ -2,7 +2,7 @@ r"""Evaluate a BRULÉ landmark encoder with the protocols of unsupervised landma
 
 ::
 
-    python -m zoo.brule.evaluate --checkpoint runs/brule-cpu/checkpoints/last.pt --json runs/brule-cpu/eval.json
+    python -m zoo.brule.evaluate --checkpoint runs/brule-cpu/checkpoints/last.pt --json eval.json
 
 Metrics (image-pixel coordinates of the test split; inter-ocular normalisation, the 300-W IOD of BRULÉ §5,
 where the layout defines eye corners, else the box diagonal; fractions, ×100 for %):
@@ -61,7 +61,9 @@ def stability_score(
 
     size = images.shape[-1]
     g = torch.Generator().manual_seed(seed)
-    mats = random_similarity(images.shape[0], size, scale=0.1, rotate=math.pi / 12, translate=0.05, generator=g)
+    mats = random_similarity(
+        images.shape[0], size, scale=0.1, rotate=math.pi / 12, translate=0.05, generator=g
+    )
     errors = []
     for i in range(0, images.shape[0], batch_size):
         x, m = images[i : i + batch_size], mats[i : i + batch_size]
@@ -88,10 +90,14 @@ def _errors(pred: Tensor, target: Tensor, train_pred: Tensor, train_target: Tens
 
 
 def evaluate_model(
-    model: Any, data: Any, layout: LandmarkLayout | str, *, device: torch.device | str = "cpu",
+    model: Any,
+    data: Any,
+    layout: LandmarkLayout | str,
+    *,
+    device: torch.device | str = "cpu",
     batch_size: int = 32,
 ) -> dict[str, float]:
-    """All metrics of the module docstring for ``model`` on ``data`` (a :class:`zoo.brule.train.BruleData`)."""
+    """The module docstring's metrics for ``model`` on ``data`` (a :class:`zoo.brule.train.BruleData`)."""
     if isinstance(layout, str):
         layout = get_layout(layout)
     test = predict(model, data.test, device=device, batch_size=batch_size)
@@ -171,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model = build_model(cfg, data.num_points, int(ckpt["model"]["barycenter"].shape[0]))
     load_checkpoint(path, model=model, restore_rng=False)
     model.to(device).eval()
-    metrics = evaluate_model(model, data, cfg.data.layout, device=device, batch_size=cfg.train.eval_batch_size)
+    metrics = evaluate_model(
+        model, data, cfg.data.layout, device=device, batch_size=cfg.train.eval_batch_size
+    )
     result = {"checkpoint": str(path), "step": int(ckpt["step"]), "mode": cfg.loss.mode, **metrics}
     text = json.dumps(result, indent=2)
     if args.json:

@@ -110,8 +110,9 @@ class LandmarkEncoder(nn.Module):
     → ``(B, K, 2)`` image pixels (pixel centres at integers).
     """
 
-    def __init__(self, num_landmarks: int, *, stacks: int = 2, width: int = 128, depth: int = 4,
-                 stride: int = 4) -> None:
+    def __init__(
+        self, num_landmarks: int, *, stacks: int = 2, width: int = 128, depth: int = 4, stride: int = 4
+    ) -> None:
         super().__init__()
         self.num_landmarks = num_landmarks
         self.stride = stride
@@ -218,7 +219,9 @@ class Brule(nn.Module):
         peak = heatmaps.amax((-2, -1), keepdim=True).clamp_min(1e-8)
         x = heatmaps / peak
         if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
         return x
 
     def generate(self, heatmaps: Tensor, styles: Tensor) -> Tensor:

@@ -48,16 +48,15 @@ continues bit-identically on CPU. Under ``torchrun`` gradients are averaged acro
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from wbaug.io_atomic import atomic_write_text
 from wbaug.landmarks import get_layout, soft_argmax
@@ -224,7 +223,11 @@ def build_data(cfg: BruleConfig) -> BruleData:
 
     def evalset(dataset: Any, indices: Sequence[int]) -> EvalSet:
         return EvalSet(
-            dataset, indices, size, native=splits.native_canvas, cache=d.cache_images,
+            dataset,
+            indices,
+            size,
+            native=splits.native_canvas,
+            cache=d.cache_images,
             crop_margin=splits.crop_margin,
         )
 
@@ -367,7 +370,13 @@ def encoder_losses(
 
 
 def gan_step(
-    model: Brule, optimizers: OptimizerGroup, images: Tensor, step: int, cfg: BruleConfig, *, amp: bool = False
+    model: Brule,
+    optimizers: OptimizerGroup,
+    images: Tensor,
+    step: int,
+    cfg: BruleConfig,
+    *,
+    amp: bool = False,
 ) -> dict[str, Tensor]:
     """Algorithm 1 on ``images`` ``(B, 3, S, S)`` in [-1, 1] (the encoder is frozen): D step, lazy R1 when
     ``step % r1_every == 0``, G/S_o/S step with the restore/style block when ``step % restore_every == 0``.
@@ -389,7 +398,9 @@ def gan_step(
     with autocast(device, amp):
         s_o = model.styles(z)
         fake = model.generate(g_heat, s_o)  # I_F = G(gL, S_o(z))
-        d_loss = d_logistic_loss(model.discriminate(g_images, g_heat), model.discriminate(fake.detach(), g_heat))
+        d_loss = d_logistic_loss(
+            model.discriminate(g_images, g_heat), model.discriminate(fake.detach(), g_heat)
+        )
     opt_d = optimizers["d"]
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
@@ -527,7 +538,10 @@ def _train(
 
     def sampler_for(n: int, stream: str) -> ShardedEpochSampler:
         return ShardedEpochSampler(
-            n, batch_size=t_cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size,
+            n,
+            batch_size=t_cfg.batch_size,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
             seed=derive_seed(t_cfg.seed, stream),
         )
 
@@ -554,14 +568,17 @@ def _train(
     logger = MetricLogger(
         out / "logs", enabled=ctx.is_main, tensorboard=t_cfg.tensorboard, resume_step=step if resume else None
     )
-    image_batches = epoch_batches(_loader(data.images, image_sampler, cfg, ctx, image_gen), image_sampler, step)
+    image_batches = epoch_batches(
+        _loader(data.images, image_sampler, cfg, ctx, image_gen), image_sampler, step
+    )
     label_batches = None
     if cfg.semi_supervised:
         label_batches = epoch_batches(
             _loader(data.labelled, label_sampler, cfg, ctx, label_gen), label_sampler, step
         )
 
-    bar = progress(total=t_cfg.steps, initial=step, enabled=ctx.is_main and t_cfg.progress, desc=cfg.loss.mode)
+    show_bar = ctx.is_main and t_cfg.progress and sys.stderr.isatty()  # a bar only on a terminal
+    bar = progress(total=t_cfg.steps, initial=step, enabled=show_bar, desc=cfg.loss.mode)
     sums = torch.zeros(len(LOSS_KEYS), device=device)
     window = {"n": 0, "t0": time.perf_counter()}
     totals = {"seconds": 0.0, "steps": 0, "encoder_steps": 0}
@@ -591,8 +608,14 @@ def _train(
             bar.set_postfix(d=f"{float(row['d_loss']):.3g}", enc=f"{float(row['enc_total']):.3g}")
             sums.zero_()
             window.update(n=0, t0=time.perf_counter())
-        if ctx.is_main and t_cfg.sample_images > 0 and (step % t_cfg.sample_every == 0 or step == t_cfg.steps):
-            log_samples(model, data, logger, step, n=t_cfg.sample_images, device=device, png_dir=out / "samples")
+        if (
+            ctx.is_main
+            and t_cfg.sample_images > 0
+            and (step % t_cfg.sample_every == 0 or step == t_cfg.steps)
+        ):
+            log_samples(
+                model, data, logger, step, n=t_cfg.sample_images, device=device, png_dir=out / "samples"
+            )
         if step % t_cfg.eval_every == 0 and step != t_cfg.steps:
             logger.log(step, evaluate_model(model, data, layout, device=device), split="eval")
         if step % t_cfg.ckpt_every == 0 or step == t_cfg.steps:
@@ -622,8 +645,14 @@ def _train(
     }
     if ctx.is_main:
         atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
-        keys = ("linear_probe_nme", "baseline_linear_probe_nme", "ot_nme", "baseline_ot_nme", "stability",
-                "iterations_per_s")
+        keys = (
+            "linear_probe_nme",
+            "baseline_linear_probe_nme",
+            "ot_nme",
+            "baseline_ot_nme",
+            "stability",
+            "iterations_per_s",
+        )
         print(run_summary(out, result, keys))
     return result
 

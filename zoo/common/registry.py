@@ -24,7 +24,12 @@ __all__ = ["create_model", "list_models", "register_model"]
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 # model modules of the zoo's trainers, imported on the first lookup (they register their factories)
-_BUILTIN_MODULES = ("zoo.hourglass.model", "zoo.barycenter_net.model", "zoo.cyclegan.model", "zoo.brule.model")
+_BUILTIN_MODULES = (
+    "zoo.hourglass.model",
+    "zoo.barycenter_net.model",
+    "zoo.cyclegan.model",
+    "zoo.brule.model",
+)
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
