@@ -147,7 +147,8 @@ def log_samples(
     z = torch.randn(n, model.z_dim, generator=g).to(device)
     was = model.training
     model.eval()
-    fakes = model.generate(model.sparse_heatmaps(pred), model.styles(z)).float().cpu()
+    noise = g if device.type == "cpu" else None  # never draw from the training's global RNG on CPU
+    fakes = model.generate(model.sparse_heatmaps(pred), model.styles(z), generator=noise).float().cpu()
     model.train(was)
     fakes = ((fakes + 1) / 2).clamp(0, 1)
     fig = landmark_figure(fakes, pred.cpu(), title=f"step {step}: same landmarks, other styles")

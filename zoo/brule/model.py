@@ -224,9 +224,12 @@ class Brule(nn.Module):
             )
         return x
 
-    def generate(self, heatmaps: Tensor, styles: Tensor) -> Tensor:
-        """``G(L, style)``: heatmaps ``(B, K, h, h)``, styles ``(B, n_latent, w_dim)`` → ``(B, 3, S, S)``."""
-        return self.generator(self.condition(heatmaps), styles)
+    def generate(
+        self, heatmaps: Tensor, styles: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``G(L, style)``: heatmaps ``(B, K, h, h)``, styles ``(B, n_latent, w_dim)`` → ``(B, 3, S, S)``;
+        the noise inputs draw from ``generator`` (torch's global RNG when ``None``)."""
+        return self.generator(self.condition(heatmaps), styles, generator=generator)
 
     def discriminate(self, images: Tensor, heatmaps: Tensor) -> Tensor:
         """``D(I, L)`` logits ``(B,)`` for images ``(B, 3, S, S)`` and heatmaps ``(B, K, h, h)``."""
