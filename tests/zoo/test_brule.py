@@ -318,3 +318,14 @@ def test_bad_mode_combinations_and_cli(tmp_path):
         brule_train.main(["--preset", "smoke", "--train.out_dir", str(tmp_path), "--loss.mode", "weak"])
     with pytest.raises(ValueError, match=r"loss\.c9"):
         brule_train.main(["--preset", "smoke", "--train.out_dir", str(tmp_path), "--loss.c9", "-3"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_step_cuda_bf16(smoke_data):
+    """bf16 autocast on CUDA: one iteration of every block runs and gives finite losses."""
+    cfg = _cfg()
+    model = _model(cfg, smoke_data).cuda()
+    opts = build_optimizers(model, cfg)
+    out = train_step(model, opts, _batch(smoke_data).cuda(), 0, cfg, amp=True)
+    assert all(math.isfinite(float(v)) for v in out.values())
+    assert float(out["r1_applied"]) == float(out["restore_applied"]) == float(out["encoder_applied"]) == 1

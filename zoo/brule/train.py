@@ -137,6 +137,15 @@ LOSS_KEYS = (
     "encoder_applied",
 )
 
+#: logged losses that only exist on scheduled iterations, and the flag that says when
+_SCHEDULED = {
+    "r1": "r1_applied",
+    "restore": "restore_applied",
+    "fake_heatmap": "restore_applied",
+    "style": "restore_applied",
+    **{f"enc_{k}": "encoder_applied" for k in (*ENCODER_TERMS, "total")},
+}
+
 
 # ------------------------------------------------------------------------------------------- data
 class _Images(torch.utils.data.Dataset):
@@ -602,7 +611,9 @@ def _train(
         if step % t_cfg.log_every == 0 or step == t_cfg.steps:
             dt = max(time.perf_counter() - window["t0"], 1e-9)
             stats = all_reduce_mean(sums / window["n"]).cpu()
-            row = {k: stats[i] for i, k in enumerate(LOSS_KEYS)}
+            row = {k: float(stats[i]) for i, k in enumerate(LOSS_KEYS)}
+            for key, flag in _SCHEDULED.items():  # a scheduled block's mean over the iterations it ran
+                row[key] = row[key] / row[flag] if row[flag] > 0 else 0.0
             row["iterations_per_s"] = window["n"] / dt
             logger.log(step, row)
             bar.set_postfix(d=f"{float(row['d_loss']):.3g}", enc=f"{float(row['enc_total']):.3g}")
