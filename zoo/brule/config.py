@@ -258,74 +258,53 @@ def gpu_config(out_dir: str = "runs/brule-gpu") -> BruleConfig:
 PRESETS = {"smoke": smoke_config, "cpu": cpu_config, "gpu": gpu_config}
 
 
-def _require(ok: bool, name: str, message: str, value: object) -> None:
-    if not ok:
-        raise ValueError(f"{name} {message}, got {value!r}")
-
-
-def validate_config(cfg: BruleConfig) -> BruleConfig:
-    """Check every value of ``cfg``; raise ``ValueError`` naming the field (``loss.c5 ...``).
-
-    Returns:
-        ``cfg`` unchanged.
-    """
-    m, d, lo, o, t = cfg.model, cfg.data, cfg.loss, cfg.optim, cfg.train
-    size = m.image_size
-    _require(size >= 8 and size & (size - 1) == 0, "model.image_size", "must be a power of two >= 8", size)
-    for name in (
-        "hg_stacks",
-        "hg_width",
-        "hg_depth",
-        "w_dim",
-        "z_dim",
-        "mapping_layers",
-        "channel_base",
-        "channel_max",
-        "pyramid_channels",
-        "style_width",
-        "style_max",
-        "d_channel_base",
-        "d_channel_max",
-        "mbstd_group",
-    ):
-        value = getattr(m, name)
-        _require(value >= 1, f"model.{name}", "must be >= 1", value)
-    _require(m.hg_stride in (1, 2, 4), "model.hg_stride", "must be 1, 2 or 4", m.hg_stride)
-    _require(
-        size % (m.hg_stride * 2**m.hg_depth) == 0,
-        "model.hg_depth",
-        f"needs image_size divisible by hg_stride·2^depth ({m.hg_stride}·2^{m.hg_depth})",
-        m.hg_depth,
-    )
-    _require(m.sigma > 0 and math.isfinite(m.sigma), "model.sigma", "must be positive", m.sigma)
-    if m.num_landmarks is not None:
-        _require(m.num_landmarks >= 1, "model.num_landmarks", "must be >= 1 or None", m.num_landmarks)
-    for name in ("num_train", "num_test", "label_budget", "barycenter_iters"):
-        value = getattr(d, name)
-        _require(value >= 1, f"data.{name}", "must be >= 1", value)
-    if d.dataset == "synthetic":
-        _require(
-            d.label_budget <= d.num_train,
-            "data.label_budget",
-            f"must be <= data.num_train ({d.num_train})",
-            d.label_budget,
-        )
-    if d.barycenter_file is not None:
-        _require(
-            Path(d.barycenter_file).is_file() and Path(d.barycenter_file).suffix in (".pt", ".npy"),
-            "data.barycenter_file",
-            "must name an existing .pt or .npy file",
-            d.barycenter_file,
-        )
-    _require(d.num_workers >= 0, "data.num_workers", "must be >= 0", d.num_workers)
-    if cfg.semi_supervised:
-        _require(
-            t.batch_size <= d.label_budget,
-            "train.batch_size",
-            f"must be <= data.label_budget ({d.label_budget}) in semi_supervised mode",
-            t.batch_size,
-        )
-    for name in (
+#: integer fields and their smallest allowed value (checked by :func:`validate_config`)
+_AT_LEAST = {
+    **dict.fromkeys(
+        [
+            f"model.{k}"
+            for k in (
+                "hg_stacks",
+                "hg_width",
+                "hg_depth",
+                "w_dim",
+                "z_dim",
+                "mapping_layers",
+                "channel_base",
+                "channel_max",
+                "pyramid_channels",
+                "style_width",
+                "style_max",
+                "d_channel_base",
+                "d_channel_max",
+                "mbstd_group",
+            )
+        ]
+        + [f"data.{k}" for k in ("num_train", "num_test", "label_budget", "barycenter_iters")]
+        + [f"loss.{k}" for k in ("r1_every", "restore_every", "encoder_every")]
+        + [
+            f"train.{k}"
+            for k in (
+                "steps",
+                "batch_size",
+                "log_every",
+                "eval_every",
+                "ckpt_every",
+                "sample_every",
+                "eval_batch_size",
+            )
+        ],
+        1,
+    ),
+    "loss.g_elastic_grid": 2,
+    "data.num_workers": 0,
+    "train.keep_checkpoints": 0,
+    "train.sample_images": 0,
+}
+#: loss weights and transform ranges: finite and non-negative
+_NON_NEGATIVE = [
+    f"loss.{k}"
+    for k in (
         "r1_gamma",
         "c1",
         "c2",
@@ -345,32 +324,74 @@ def validate_config(cfg: BruleConfig) -> BruleConfig:
         "g_shear",
         "g_translate",
         "g_elastic",
-    ):
-        value = getattr(lo, name)
-        _require(value >= 0 and math.isfinite(value), f"loss.{name}", "must be finite and >= 0", value)
-    for name in ("r1_every", "restore_every", "encoder_every"):
-        value = getattr(lo, name)
-        _require(value >= 1, f"loss.{name}", "must be >= 1", value)
+    )
+]
+
+
+def _require(ok: bool, name: str, message: str, value: object) -> None:
+    if not ok:
+        raise ValueError(f"{name} {message}, got {value!r}")
+
+
+def _value(cfg: BruleConfig, dotted: str) -> object:
+    section, name = dotted.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def validate_config(cfg: BruleConfig) -> BruleConfig:
+    """Check every value of ``cfg``; raise ``ValueError`` naming the field (``loss.c5 ...``).
+
+    Returns:
+        ``cfg`` unchanged.
+    """
+    for dotted, low in _AT_LEAST.items():
+        value = _value(cfg, dotted)
+        _require(value >= low, dotted, f"must be >= {low}", value)
+    for dotted in _NON_NEGATIVE:
+        value = _value(cfg, dotted)
+        _require(math.isfinite(value) and value >= 0, dotted, "must be finite and >= 0", value)
+    m, d, lo, o, t = cfg.model, cfg.data, cfg.loss, cfg.optim, cfg.train
+    size = m.image_size
+    _require(size >= 8 and size & (size - 1) == 0, "model.image_size", "must be a power of two >= 8", size)
+    _require(m.hg_stride in (1, 2, 4), "model.hg_stride", "must be 1, 2 or 4", m.hg_stride)
+    side = m.hg_stride * 2**m.hg_depth
+    _require(
+        size % side == 0,
+        "model.hg_depth",
+        f"needs image_size divisible by hg_stride·2^depth ({side})",
+        m.hg_depth,
+    )
+    _require(m.sigma > 0 and math.isfinite(m.sigma), "model.sigma", "must be positive", m.sigma)
+    if m.num_landmarks is not None:
+        _require(m.num_landmarks >= 1, "model.num_landmarks", "must be >= 1 or None", m.num_landmarks)
+    if d.dataset == "synthetic":
+        _require(
+            d.label_budget <= d.num_train,
+            "data.label_budget",
+            f"must be <= data.num_train ({d.num_train})",
+            d.label_budget,
+        )
+    if d.barycenter_file is not None:
+        path = Path(d.barycenter_file)
+        _require(
+            path.is_file() and path.suffix in (".pt", ".npy"),
+            "data.barycenter_file",
+            "must name an existing .pt or .npy file",
+            d.barycenter_file,
+        )
+    if cfg.semi_supervised:
+        _require(
+            t.batch_size <= d.label_budget,
+            "train.batch_size",
+            f"must be <= data.label_budget ({d.label_budget}) in semi_supervised mode",
+            t.batch_size,
+        )
     _require(lo.g_scale < 1, "loss.g_scale", "must be < 1", lo.g_scale)
     _require(lo.g_shear < 1, "loss.g_shear", "must be < 1", lo.g_shear)
-    _require(lo.g_elastic_grid >= 2, "loss.g_elastic_grid", "must be >= 2", lo.g_elastic_grid)
     for name in ("lr_g", "lr_d", "lr_l"):
         value = getattr(o, name)
         _require(value > 0 and math.isfinite(value), f"optim.{name}", "must be positive", value)
     _require(all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", "must lie in [0, 1)", o.betas)
-    for name in (
-        "steps",
-        "batch_size",
-        "log_every",
-        "eval_every",
-        "ckpt_every",
-        "sample_every",
-        "eval_batch_size",
-    ):
-        value = getattr(t, name)
-        _require(value >= 1, f"train.{name}", "must be >= 1", value)
-    _require(t.keep_checkpoints >= 0, "train.keep_checkpoints", "must be >= 0", t.keep_checkpoints)
-    _require(t.sample_images >= 0, "train.sample_images", "must be >= 0", t.sample_images)
     if t.num_threads is not None:
         _require(t.num_threads >= 1, "train.num_threads", "must be >= 1 or None", t.num_threads)
     return cfg

@@ -492,16 +492,32 @@ def train_step(
 
 
 # ------------------------------------------------------------------------------------------- loop
-def _loader(dataset: torch.utils.data.Dataset, sampler: ShardedEpochSampler, cfg: BruleConfig, ctx, g):
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=sampler.batch_size,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        drop_last=True,
-        pin_memory=ctx.device.type == "cuda",
-        generator=g,
-    )
+class _BatchStream:
+    """Endless, resumable batches of one dataset: the order is a function of ``(seed, stream, epoch)``
+    (:class:`zoo.common.ShardedEpochSampler`), the loader's generator is checkpointed."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, stream: str, cfg: BruleConfig, ctx) -> None:
+        t = cfg.train
+        self.sampler = ShardedEpochSampler(
+            len(dataset),
+            batch_size=t.batch_size,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            seed=derive_seed(t.seed, stream),
+        )
+        self.generator = make_generator(derive_seed(t.seed, stream, "loader", ctx.rank))
+        self.loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=t.batch_size,
+            sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            drop_last=True,
+            pin_memory=ctx.device.type == "cuda",
+            generator=self.generator,
+        )
+
+    def start(self, step: int):
+        return epoch_batches(self.loader, self.sampler, step)
 
 
 def train(
@@ -545,22 +561,10 @@ def _train(
     data = data if data is not None else build_data(cfg)
     layout = get_layout(cfg.data.layout)
 
-    def sampler_for(n: int, stream: str) -> ShardedEpochSampler:
-        return ShardedEpochSampler(
-            n,
-            batch_size=t_cfg.batch_size,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            seed=derive_seed(t_cfg.seed, stream),
-        )
-
-    image_sampler = sampler_for(len(data.images), "images")
-    image_gen = make_generator(derive_seed(t_cfg.seed, "image-loader", ctx.rank))
-    generators = {"image-loader": image_gen}
+    streams = {"images": _BatchStream(data.images, "images", cfg, ctx)}
     if cfg.semi_supervised:
-        label_sampler = sampler_for(len(data.labelled), "labelled")
-        label_gen = make_generator(derive_seed(t_cfg.seed, "label-loader", ctx.rank))
-        generators["label-loader"] = label_gen
+        streams["labelled"] = _BatchStream(data.labelled, "labelled", cfg, ctx)
+    generators = {f"{name}-loader": stream.generator for name, stream in streams.items()}
 
     # ---- model, optimisers ------------------------------------------------------------------------------
     model = build_model(cfg, data.num_points, data.barycenter.shape[0]).to(device)
@@ -577,15 +581,7 @@ def _train(
     logger = MetricLogger(
         out / "logs", enabled=ctx.is_main, tensorboard=t_cfg.tensorboard, resume_step=step if resume else None
     )
-    image_batches = epoch_batches(
-        _loader(data.images, image_sampler, cfg, ctx, image_gen), image_sampler, step
-    )
-    label_batches = None
-    if cfg.semi_supervised:
-        label_batches = epoch_batches(
-            _loader(data.labelled, label_sampler, cfg, ctx, label_gen), label_sampler, step
-        )
-
+    batches = {name: stream.start(step) for name, stream in streams.items()}
     show_bar = ctx.is_main and t_cfg.progress and sys.stderr.isatty()  # a bar only on a terminal
     bar = progress(total=t_cfg.steps, initial=step, enabled=show_bar, desc=cfg.loss.mode)
     sums = torch.zeros(len(LOSS_KEYS), device=device)
@@ -594,11 +590,10 @@ def _train(
     model.train()
     while step < t_cfg.steps:
         t_step = time.perf_counter()
-        images = next(image_batches).to(device, non_blocking=True)
+        images = next(batches["images"]).to(device, non_blocking=True)
         labelled = None
-        if label_batches is not None:
-            lab_images, lab_points = next(label_batches)
-            labelled = (lab_images.to(device), lab_points.to(device))
+        if "labelled" in batches:
+            labelled = tuple(x.to(device, non_blocking=True) for x in next(batches["labelled"]))
         losses = train_step(model, optimizers, images, step, cfg, labelled=labelled, amp=amp)
         totals["encoder_steps"] += int(losses["encoder_applied"])
         step += 1
