@@ -33,9 +33,10 @@ soft-argmax, ``L_sp`` Gaussians at ``X_L``; ``I_F = G(L, S_o(z))``, ``I_R = G(L_
 .. math::
     c_5 R_b(X_L) + c_6 R_g(L) + c_7 H(L\|L_{sp}) + c_8 L_D(L) + c_9\|I_R - I\|_1 + c_{10} H(L(I_F)\|L)
 
-with ``R_b`` = :func:`wbaug.losses.barycenter_regularizer` (c11, c12, c13) on coordinates divided by the
-image side, ``R_g = H(L(gI)‖gL) + ‖X_L(gI) − X_{gL}‖₁`` (coordinates / side; ``X_{gL}`` the centre of mass of
-the warped ``L_sp``, so the elastic part needs no point inverse), ``L_D = E sp(−D(I, L)) + E sp(−D(I_F, L))``.
+with ``R_b`` = :func:`wbaug.losses.barycenter_regularizer` (c11, c12, c13) and the L1 part of
+``R_g = H(L(gI)‖gL) + ‖X_L(gI) − X_{gL}‖₁`` in heatmap pixels (the ``mesh`` units of ``L_sp``; ``X_{gL}`` the
+centre of mass of the warped ``L_sp``, so the elastic part of ``g`` needs no point inverse),
+``L_D = E sp(−D(I, L)) + E sp(−D(I_F, L))``.
 ``semi_supervised`` adds ``supervised · H(L(I_lab)‖L_sp(X_lab))`` on a labelled batch and never computes
 ``R_b`` (§5).
 
@@ -96,7 +97,7 @@ from zoo.common.gan import (
     set_requires_grad,
 )
 from zoo.hourglass.data import DataSplits, EvalSet, build_splits, canvas_landmarks
-from zoo.hourglass.model import heatmap_to_image
+from zoo.hourglass.model import heatmap_to_image, image_to_heatmap
 
 __all__ = [
     "ENCODER_TERMS",
@@ -300,19 +301,20 @@ def _softmax_maps(logits: Tensor) -> Tensor:
     return torch.softmax(logits.flatten(-2), -1).view_as(logits)
 
 
-def _unit(coords: Tensor, size: int) -> Tensor:
-    return coords / float(size)
+def _mesh(coords: Tensor, model: Brule) -> Tensor:
+    """Image pixels → the encoder's heatmap grid (the ``mesh`` of Algorithm 2's ``L_sp``)."""
+    return image_to_heatmap(coords, model.encoder.stride)
 
 
 def geometric_term(model: Brule, images: Tensor, coords: Tensor, warp: Any) -> Tensor:
     r"""``R_g(L) = H(L(gI)‖gL) + ‖X_L(gI) − X_{gL}‖₁`` (§4): ``gL`` is ``L_sp(X_L)`` warped by ``g`` (the same
-    map as the image), ``X_{gL}`` its per-channel centre of mass; coordinates divided by the image side.
+    map as the image), ``X_{gL}`` its per-channel centre of mass; coordinates in heatmap pixels.
     Gradients reach the encoder through both branches (``L(gI)`` and ``X_L``)."""
     logits_g = model.encoder(apply_warp(images, warp))
     g_heat = apply_warp(model.sparse_heatmaps(coords), warp)
     target = heatmap_to_image(soft_argmax(g_heat, normalize="sum"), model.encoder.stride)
     pred = model.encoder.coordinates(logits_g)
-    l1 = _unit(pred - target, model.image_size).abs().sum(-1).mean()
+    l1 = ((pred - target) / model.encoder.stride).abs().sum(-1).mean()
     return heatmap_ce(logits_g, g_heat) + l1
 
 
@@ -343,14 +345,13 @@ def encoder_losses(
     ``barycenter`` is only present in unsupervised mode and ``supervised`` only in semi-supervised mode
     (R_b is never evaluated there). Randomness (``z``, ``g``) comes from torch's global RNG."""
     lo = cfg.loss
-    size = model.image_size
     logits = model.encoder(images)
     coords = model.encoder.coordinates(logits)  # X_L
     probs = _softmax_maps(logits)  # L
     terms: dict[str, Tensor] = {}
     if not cfg.semi_supervised:
         terms["barycenter"] = barycenter_regularizer(
-            _unit(coords, size), _unit(model.barycenter, size), coefficients=(lo.c11, lo.c12, lo.c13)
+            _mesh(coords, model), _mesh(model.barycenter, model), coefficients=(lo.c11, lo.c12, lo.c13)
         )
     terms["geometric"] = geometric_term(model, images, coords, _warp(cfg, images.shape[0], images.device))
     terms["concentration"] = heatmap_ce(logits, model.sparse_heatmaps(coords.detach()))  # H(L‖L_sp)
