@@ -108,10 +108,10 @@ def test_barycenter_regularizer_on_affine_images_of_the_barycenter(smoke_data, m
     affine_pred = _affine(smoke_data.barycenter, 0.05, 1.03, 0.02, (1.0, -0.5)).expand(4, -1, -1)
     real = model.encoder.coordinates
     monkeypatch.setattr(model.encoder, "coordinates", lambda logits: affine_pred + 0 * real(logits))
-    assert float(encoder_losses(model, images, cfg)["barycenter"]) < 1e-6
+    assert encoder_losses(model, images, cfg)["barycenter"].item() < 1e-6
     noisy = affine_pred + torch.randn(affine_pred.shape, generator=g)
     monkeypatch.setattr(model.encoder, "coordinates", lambda logits: noisy + 0 * real(logits))
-    assert float(encoder_losses(model, images, cfg)["barycenter"]) > 1e-5
+    assert encoder_losses(model, images, cfg)["barycenter"].item() > 1e-5
 
 
 # ---------------------------------------------------------------------------------- gradients
