@@ -67,7 +67,8 @@ def format_table(results: Sequence[dict[str, Any]], rows: Sequence[str]) -> str:
     for row in rows:
         cells = [_percent([r[m] for r in results if r["row"] == row]) for m in METRICS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    base = [_percent([r[f"baseline_{m}"] for r in results]) for m in METRICS[:3]]
+    per_seed = {r["seed"]: r for r in results}  # the baseline depends on the data only: one value per seed
+    base = [_percent([r[f"baseline_{m}"] for r in per_seed.values()]) for m in METRICS[:3]]
     lines.append("| barycenter as prediction | " + " | ".join(base) + " | - |")
     seeds = sorted({r["seed"] for r in results})
     steps = sorted({r["step"] for r in results})
