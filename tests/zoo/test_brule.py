@@ -329,3 +329,16 @@ def test_train_step_cuda_bf16(smoke_data):
     out = train_step(model, opts, _batch(smoke_data).cuda(), 0, cfg, amp=True)
     assert all(math.isfinite(float(v)) for v in out.values())
     assert float(out["r1_applied"]) == float(out["restore_applied"]) == float(out["encoder_applied"]) == 1
+
+
+def test_barycenter_file_errors(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save(torch.zeros(5, 3), bad)
+    cfg = smoke_config()
+    cfg.data.barycenter_file = str(bad)
+    with pytest.raises(ValueError, match="data.barycenter_file"):
+        build_data(cfg)
+    good = tmp_path / "good.pt"
+    torch.save(torch.rand(7, 2) * 31, good)
+    cfg.data.barycenter_file = str(good)
+    assert build_data(cfg).barycenter.shape == (7, 2)
