@@ -2,6 +2,8 @@
 
 * NME family (:func:`nme`, :func:`ot_nme`, :func:`nme_x`) with inter-ocular, inter-pupil, bounding-box
   and image-size normalisation; CED / AUC / failure rate;
+* :func:`linear_probe_nme` -- NME of a ridge map from discovered to annotated landmarks (the unsupervised
+  landmark protocol of Thewlis et al. / Jakab et al.), :func:`fit_linear_probe`;
 * dataset level: :func:`dataset_ot_distance` (OT between datasets, W2 ground metric) and
   :func:`landmark_density_kl` (KL between pooled landmark densities, Fig. 4 of the manifold-barycenters
   paper).
@@ -23,6 +25,7 @@ from wbaug.metrics.nme import (
     normalization_distance,
     ot_nme,
 )
+from wbaug.metrics.probe import fit_linear_probe, linear_probe_nme
 
 __all__ = [
     "auc",
@@ -30,9 +33,11 @@ __all__ = [
     "cumulative_error_distribution",
     "dataset_ot_distance",
     "failure_rate",
+    "fit_linear_probe",
     "landmark_cost_matrix",
     "landmark_density",
     "landmark_density_kl",
+    "linear_probe_nme",
     "nme",
     "nme_x",
     "normalization_distance",

@@ -29,6 +29,7 @@ _BUILTIN_MODULES = (
     "zoo.barycenter_net.model",
     "zoo.cyclegan.model",
     "zoo.local_transformations.model",
+    "zoo.brule.model",
 )
 
 
