@@ -1,6 +1,6 @@
 r"""Networks of BRULÉ (Bespalov, Buzun & Dylov, *BRULÉ: Barycenter-Regularized Unsupervised Landmark
-Extraction*, §3), built from the zoo's StyleGAN2 blocks (:mod:`zoo.common.gan`), the conditional generator
-and style encoder of :mod:`zoo.common.gan`, and the stacked hourglass of :mod:`zoo.hourglass.model`.
+Extraction*, §3), built from the zoo's StyleGAN2 blocks, heatmap-conditioned generator and style encoder
+(:mod:`zoo.common.gan`) and the stacked hourglass of :mod:`zoo.hourglass.model`.
 
 * **L** (:class:`LandmarkEncoder`): stacked hourglass → ``K`` heatmap logits ``(B, K, h, h)``
   (``h = S / hg_stride``: 64×64 at 256 px as in §3); a softmax per channel makes each a probability map,

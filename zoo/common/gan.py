@@ -1,5 +1,5 @@
 r"""StyleGAN2 building blocks in plain PyTorch (CPU-importable, no custom CUDA ops), shared by the zoo's
-GAN trainers (``zoo.cyclegan``, ``zoo.brule``).
+GAN trainers (``zoo.cyclegan``, ``zoo.brule``, ``zoo.local_transformations``).
 
 Karras et al., *Analyzing and Improving the Image Quality of StyleGAN* (2020), written from the paper:
 
