@@ -130,6 +130,8 @@ def _train(cfg: BarycenterNetConfig, *, resume: bool, overwrite: bool, ctx: Dist
     t_cfg, o_cfg = cfg.train, cfg.optim
     out = claim_out_dir(t_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
     seed_process(t_cfg.seed, ctx.rank)
+    if t_cfg.num_threads is not None:
+        torch.set_num_threads(t_cfg.num_threads)
     device = ctx.device
 
     # ---- data ------------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ class TrainConfig:
     sample_images: int = dataclasses.field(default=8, metadata={"help": "images per sample figure (0: none)"})
     tensorboard: bool = True
     progress: bool = dataclasses.field(default=True, metadata={"help": "progress bar (on a terminal only)"})
+    num_threads: int | None = dataclasses.field(
+        default=None, metadata={"help": "torch CPU threads of the trainer process (None: torch's default)"}
+    )
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}

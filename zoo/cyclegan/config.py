@@ -172,9 +172,6 @@ class TrainConfig(_SharedTrainConfig):
     ckpt_every: int = 2000
     sample_every: int = 2000
     eval_batch_size: int = 32
-    num_threads: int | None = field(
-        default=None, metadata={"help": "torch CPU threads (None: torch's default)"}
-    )
 
 
 @dataclass

@@ -158,6 +158,8 @@ def _train(
     t_cfg = cfg.train
     out = claim_out_dir(t_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
     seed_process(t_cfg.seed, ctx.rank)
+    if t_cfg.num_threads is not None:
+        torch.set_num_threads(t_cfg.num_threads)
     device = ctx.device
 
     # ---- data ------------------------------------------------------------------------------------

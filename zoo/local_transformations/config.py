@@ -111,7 +111,6 @@ class TrainConfig(_SharedTrainConfig):
     sample_images: int = field(default=6, metadata={"help": "sources per iterated-prediction figure"})
     sample_iterations: int = field(default=4, metadata={"help": "k iterations shown in the figures"})
     eval_batch_size: int = 64
-    num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: default)"})
 
 
 @dataclass
