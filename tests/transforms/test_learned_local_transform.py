@@ -85,6 +85,12 @@ def test_the_callers_model_is_copied_not_changed(model):
     assert not torch.equal(next(mine.parameters()), next(t.model.parameters()))
 
 
+def test_repr_names_the_settings_not_the_layers(model):
+    text = repr(LearnedLocalTransformation(model, p=0.3, iterations=2))
+    assert text.startswith("LearnedLocalTransformation(p=0.3, iterations=2, min_ssim=0.4,")
+    assert "image_size=16, latent_dim=8" in text and "Conv2d" not in text
+
+
 def test_eval_mode_whatever_the_pipeline_mode(model):
     t = LearnedLocalTransformation(model, p=1.0, min_ssim=None)
     x = _images(2)

@@ -525,6 +525,15 @@ class LearnedLocalTransformation(v2.Transform):
     def device(self) -> torch.device:
         return self.model.transition.device
 
+    def __repr__(self) -> str:
+        # the networks' layer dump would bury the settings: name the model by its size instead
+        cfg = self.model.config
+        return (
+            f"{type(self).__name__}(p={self.p}, iterations={self.iterations}, min_ssim={self.min_ssim}, "
+            f"label_preserving={self.label_preserving}, model=LocalTransformationModel(image_size="
+            f"{cfg.image_size}, latent_dim={cfg.latent_dim}), device={self.device})"
+        )
+
     def _image_inputs(self, flat_inputs: Sequence[Any]) -> list[Any]:
         return [x for x in flat_inputs if self._is_image(x)]
 
