@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -83,11 +84,11 @@ def clique_probabilities(cliques: list[tuple[int, ...]], num_nodes: int) -> tupl
 def pad_cliques(cliques: list[tuple[int, ...]]) -> tuple[Tensor, Tensor]:
     """Padded ``(C, S_max)`` long index table (padding repeats the first vertex) and its ``(C, S_max)``
     boolean mask."""
-    size = max(len(c) for c in cliques)
-    table = torch.empty(len(cliques), size, dtype=torch.long)
-    mask = torch.zeros(len(cliques), size, dtype=torch.bool)
-    for row, c in enumerate(cliques):
-        table[row, : len(c)] = torch.tensor(c)
-        table[row, len(c) :] = c[0]
-        mask[row, : len(c)] = True
-    return table, mask
+    sizes = np.fromiter((len(c) for c in cliques), dtype=np.int64, count=len(cliques))
+    flat = np.fromiter((v for c in cliques for v in c), dtype=np.int64, count=int(sizes.sum()))
+    # one vectorised fill (a Python loop of per-row tensor writes took seconds at 10^5 cliques)
+    mask = np.arange(int(sizes.max()))[None, :] < sizes[:, None]
+    first = flat[np.concatenate([[0], np.cumsum(sizes)[:-1]])]
+    table = np.repeat(first[:, None], mask.shape[1], axis=1)
+    table[mask] = flat  # row-major: each row's vertices in order
+    return torch.from_numpy(table), torch.from_numpy(mask)
