@@ -106,6 +106,34 @@ def _version(raw):
     raw["version"] = 1
 
 
+def _clique_rows_swapped(raw):
+    raw["clique_table"][[0, 1]] = raw["clique_table"][[1, 0]].clone()
+    raw["clique_mask"][[0, 1]] = raw["clique_mask"][[1, 0]].clone()
+
+
+def _clique_outside(raw):
+    raw["clique_table"][-1, 0] = raw["knn_indices"].shape[0]
+
+
+def _clique_not_a_clique(raw):
+    # row 0 becomes (0, v) for a set v that is no neighbour of set 0
+    knn = raw["knn_indices"]
+    linked = set(knn[0].tolist()) | {i for i, row in enumerate(knn.tolist()) if 0 in row} | {0}
+    v = min(set(range(knn.shape[0])) - linked)
+    table, mask = raw["clique_table"], raw["clique_mask"]
+    table[0], mask[0] = 0, False
+    table[0, 1], mask[0, :2] = v, True
+
+
+def _clique_not_maximal(raw):
+    # drop the last vertex of a clique that is not among the widest: a subset of a maximal clique
+    table, mask = raw["clique_table"], raw["clique_mask"]
+    sizes = mask.sum(1)
+    r = int(torch.nonzero((sizes >= 2) & (sizes < table.shape[1]))[0])
+    last = int(sizes[r]) - 1
+    mask[r, last], table[r, last] = False, table[r, 0]
+
+
 @pytest.mark.parametrize(
     ("edit", "words"),
     [
@@ -123,6 +151,10 @@ def _version(raw):
         (_bad_epsilon, "epsilon=-1.0"),
         (_missing_entry, "entries"),
         (_version, "format version 1"),
+        (_clique_rows_swapped, "'clique_table' rows must be distinct and sorted"),
+        (_clique_outside, "'clique_table' holds vertices outside"),
+        (_clique_not_a_clique, "not a clique"),
+        (_clique_not_maximal, "not maximal"),
     ],
 )
 def test_tampered_state_is_refused_naming_the_file(saved, tmp_path, edit, words):
@@ -206,3 +238,22 @@ def test_missing_file_and_foreign_file(tmp_path):
     with pytest.raises(ValueError, match="not a saved WassersteinBarycentricSampler") as info:
         load_state(tmp_path / "other.pt")
     assert str(tmp_path / "other.pt") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"symmetrize": "mutual", "isolated": "drop"}, {"max_clique_size": 2}, {"epsilon": 2.5}]
+)
+def test_load_keeps_the_cliques_and_builds_the_graph_on_demand(tmp_path, kwargs):
+    """The file stores the maximal cliques (format 3): a load takes them as they are (validated), equal to
+    the fit's, and ``graph_`` is the fit's graph, edges and weights, built on first access."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(5, 2, generator=g) * 30 + 2 * torch.randn(40, 5, 2, generator=g)
+    fitted = WassersteinBarycentricSampler(k_neighbors=3, **kwargs).fit(x)
+    fitted.save(tmp_path / "s.pt")
+    loaded = WassersteinBarycentricSampler.load(tmp_path / "s.pt")
+    assert loaded.cliques_ == fitted.cliques_
+    assert torch.equal(loaded.clique_table_, fitted.clique_table_)
+    assert torch.equal(loaded.clique_probs_, fitted.clique_probs_)
+    assert loaded._graph is None and repr(loaded) == repr(fitted)  # the repr does not build the graph
+    assert sorted(loaded.graph_.edges(data="weight")) == sorted(fitted.graph_.edges(data="weight"))
+    assert loaded.graph_.number_of_nodes() == 40

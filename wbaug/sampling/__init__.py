@@ -25,6 +25,7 @@ from wbaug.sampling.graph import (
     exact_knn,
     knn_from_distances,
     knn_from_pairs,
+    neighborhood_edges,
 )
 from wbaug.sampling.hyperparameters import HyperparameterSearch, select_hyperparameters
 from wbaug.sampling.nearest import W2NearestNeighbor
@@ -38,6 +39,7 @@ __all__ = [
     "W2NearestNeighbor",
     "WassersteinBarycentricSampler",
     "build_neighborhood_graph",
+    "neighborhood_edges",
     "centroid_lower_bound",
     "clique_probabilities",
     "exact_knn",

@@ -64,6 +64,7 @@ __all__ = [
     "exact_knn",
     "knn_from_distances",
     "knn_from_pairs",
+    "neighborhood_edges",
     "pair_distance_matrix",
     "pair_distances",
     "uniform_pair_w2",
@@ -725,6 +726,33 @@ def _pruned_knn(
     )
 
 
+def neighborhood_edges(
+    knn_index: Tensor,
+    knn_distance: Tensor,
+    *,
+    symmetrize: Literal["union", "mutual"] = "union",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Undirected edges of the kNN graph, sorted by ``(a, b)`` with ``a < b``: ``(E,)`` ``a``, ``b`` and
+    their W2 weights.
+
+    ``symmetrize="union"``: edge if ``j in kNN(i)`` or ``i in kNN(j)``; ``"mutual"``: both. Entries ``-1``
+    (no neighbour within epsilon) are ignored.
+    """
+    if symmetrize not in ("union", "mutual"):
+        raise ValueError(f"symmetrize must be 'union' or 'mutual', got {symmetrize!r}")
+    m = knn_index.shape[0]
+    rows = torch.arange(m)[:, None].expand_as(knn_index)
+    ok = knn_index >= 0
+    i, j, w = rows[ok], knn_index[ok], knn_distance[ok]
+    keys = torch.minimum(i, j) * m + torch.maximum(i, j)
+    uniq, first = _first_of_each(keys)
+    weight = w[first]  # the first listing's (both directions hold the pair's one exact W2)
+    if symmetrize == "mutual":  # a row lists a neighbour once, so a pair counts twice iff mutual
+        keep = torch.bincount(torch.searchsorted(uniq, keys), minlength=uniq.numel()) == 2
+        uniq, weight = uniq[keep], weight[keep]
+    return uniq // m, uniq % m, weight
+
+
 def build_neighborhood_graph(
     knn_index: Tensor,
     knn_distance: Tensor,
@@ -732,23 +760,12 @@ def build_neighborhood_graph(
     symmetrize: Literal["union", "mutual"] = "union",
     num_nodes: int | None = None,
 ) -> nx.Graph:
-    """Undirected weighted graph (edge attribute ``weight`` = W2) from a kNN table.
-
-    ``symmetrize="union"``: edge if ``j in kNN(i)`` or ``i in kNN(j)``; ``"mutual"``: both. Entries ``-1``
-    (no neighbour within epsilon) are ignored. Every cloud is a node, isolated ones included.
-    """
-    if symmetrize not in ("union", "mutual"):
-        raise ValueError(f"symmetrize must be 'union' or 'mutual', got {symmetrize!r}")
-    m = knn_index.shape[0] if num_nodes is None else num_nodes
-    rows = torch.arange(knn_index.shape[0])[:, None].expand_as(knn_index)
-    ok = knn_index >= 0
-    i, j, w = rows[ok], knn_index[ok], knn_distance[ok]
-    directed = {(int(a), int(b)): float(d) for a, b, d in zip(i.tolist(), j.tolist(), w.tolist())}
+    """Undirected weighted ``networkx`` graph (edge attribute ``weight`` = W2) of
+    :func:`neighborhood_edges`; every cloud is a node, isolated ones included."""
+    a, b, w = neighborhood_edges(knn_index, knn_distance, symmetrize=symmetrize)
     import networkx as nx  # imported where used: keeps `import wbaug` light
 
     graph = nx.Graph()
-    graph.add_nodes_from(range(m))
-    graph.add_weighted_edges_from(  # one call: per-edge add_edge was most of a 10^5-set load
-        (a, b, d) for (a, b), d in directed.items() if symmetrize == "union" or (b, a) in directed
-    )
+    graph.add_nodes_from(range(knn_index.shape[0] if num_nodes is None else num_nodes))
+    graph.add_weighted_edges_from(zip(a.tolist(), b.tolist(), w.tolist()))
     return graph

@@ -19,11 +19,11 @@ import torch
 from torch import Tensor
 
 from wbaug.io_atomic import atomic_write
-from wbaug.sampling.graph import pair_distance_matrix
+from wbaug.sampling.graph import neighborhood_edges, pair_distance_matrix
 
 __all__ = ["CONFIG_KEYS", "FORMAT_VERSION", "load_state", "save_state", "state_checksum", "validate_state"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the maximal cliques are stored (a load no longer re-enumerates them)
 FORMAT_NAME = "wbaug.WassersteinBarycentricSampler"
 #: the sampler configuration a file holds (the constructor arguments of ``WassersteinBarycentricSampler``)
 CONFIG_KEYS = (
@@ -46,7 +46,15 @@ CONFIG_KEYS = (
     "tps_regularization",
     "padding_mode",
 )
-_TABLE_KEYS = ("knn_indices", "knn_distances", "pair_rows", "pair_cols", "pair_values")
+_TABLE_KEYS = (
+    "knn_indices",
+    "knn_distances",
+    "pair_rows",
+    "pair_cols",
+    "pair_values",
+    "clique_table",
+    "clique_mask",
+)
 _SCALAR_KEYS = ("format", "version", "config", "n_pairs_evaluated", "fit_time", "canvas_size")
 _FLOATS = (torch.float32, torch.float64)
 
@@ -88,6 +96,8 @@ def save_state(sampler: Any, path: str | Path, config_json: str) -> None:
         "pair_rows": rows[upper].clone(),
         "pair_cols": cols[upper].clone(),
         "pair_values": pairs.values()[upper].cpu().clone(),
+        "clique_table": sampler.clique_table_.cpu().clone(),
+        "clique_mask": sampler.clique_mask_.cpu().clone(),
         "n_pairs_evaluated": int(sampler.n_pairs_evaluated_),
         "fit_time": float(getattr(sampler, "fit_time_", 0.0)),
         "canvas_size": None if sampler.canvas_size_ is None else [int(c) for c in sampler.canvas_size_],
@@ -163,6 +173,13 @@ def _config(raw: dict) -> dict[str, Any]:
     _need(
         config["padding_mode"] in ("zeros", "border", "reflection"),
         f"config padding_mode={config['padding_mode']!r}",
+    )
+    _need(config["symmetrize"] in ("union", "mutual"), f"config symmetrize={config['symmetrize']!r}")
+    _need(config["isolated"] in ("keep", "drop"), f"config isolated={config['isolated']!r}")
+    size = config["max_clique_size"]
+    _need(
+        size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1),
+        f"config max_clique_size={size!r} is not None or an int >= 1",
     )
     return config
 
@@ -283,6 +300,85 @@ def _tables(raw: dict, m: int, config: dict[str, Any]) -> None:
     )
 
 
+def _contains(sorted_keys: Tensor, keys: Tensor) -> Tensor:
+    if sorted_keys.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_keys, keys).clamp(max=sorted_keys.numel() - 1)
+    return sorted_keys[pos] == keys
+
+
+def _cliques(raw: dict, m: int, config: dict[str, Any]) -> None:
+    """The stored cliques are exactly what ``maximal_cliques`` gives on the stored graph: sorted distinct
+    rows of sorted vertices, each a clique of the graph, maximal (unless ``max_clique_size`` split them),
+    within the size limit, covering every vertex that has an edge (and the isolated ones if kept). All
+    checks are vectorised: O(C·S²) and O(C·S·degree)."""
+    table = _tensor(raw, "clique_table", (torch.int64,), 2)
+    mask = _tensor(raw, "clique_mask", (torch.bool,), 2)
+    _need(
+        table.shape == mask.shape and table.shape[0] >= 1, "'clique_table' and 'clique_mask' differ in shape"
+    )
+    c, s = table.shape
+    sizes = mask.sum(1)
+    _need(
+        bool(torch.equal(mask, torch.arange(s)[None, :] < sizes[:, None])) and bool((sizes >= 1).all()),
+        "'clique_mask' rows must be a non-empty run of True then False",
+    )
+    _need(int(sizes.max()) == s, "'clique_table' is wider than its largest clique")
+    _need(bool(((table >= 0) & (table < m)).all()), f"'clique_table' holds vertices outside [0, {m})")
+    _need(
+        bool((table == torch.where(mask, table, table[:, :1])).all()),
+        "'clique_table' padding must repeat the first vertex",
+    )
+    _need(
+        bool((table[:, 1:] > table[:, :-1])[mask[:, 1:]].all()),
+        "'clique_table' rows must be strictly increasing",
+    )
+    _need(
+        bool((config["max_clique_size"] is None) or int(sizes.max()) <= config["max_clique_size"]),
+        "'clique_table' holds a clique larger than max_clique_size",
+    )
+    if c > 1:  # distinct rows in lexicographic order (padding with the first vertex keeps tuple order)
+        differ = table[1:] != table[:-1]
+        at = differ.to(torch.uint8).argmax(1)[:, None]
+        _need(
+            bool(differ.any(1).all()) and bool((table[1:].gather(1, at) > table[:-1].gather(1, at)).all()),
+            "'clique_table' rows must be distinct and sorted",
+        )
+    a, b, _ = neighborhood_edges(raw["knn_indices"], raw["knn_distances"], symmetrize=config["symmetrize"])
+    edges = a * m + b
+    # every pair of a clique is an edge
+    i, j = torch.triu_indices(s, s, offset=1)
+    pair_ok = mask[:, i] & mask[:, j]
+    pair_keys = (table[:, i] * m + table[:, j])[pair_ok]
+    _need(
+        bool(_contains(edges, pair_keys).all()), "'clique_table' holds a set of vertices that is not a clique"
+    )
+    degree = torch.bincount(torch.cat([a, b]), minlength=m)
+    covered = torch.zeros(m, dtype=torch.bool)
+    covered[table[mask]] = True
+    _need(bool(covered[degree > 0].all()), "'clique_table' misses a vertex that has an edge")
+    singles = table[sizes == 1, 0]
+    if config["isolated"] == "keep":
+        _need(bool(covered[degree == 0].all()), "'clique_table' misses an isolated vertex (isolated='keep')")
+    else:
+        _need(singles.numel() == 0, "'clique_table' holds isolated vertices (isolated='drop')")
+    if config["max_clique_size"] is None:  # maximal: no neighbour of a clique's first vertex joins it
+        nbr_ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(degree, 0)])
+        both = torch.cat([torch.stack([a, b], 1), torch.stack([b, a], 1)])
+        nbrs = both[torch.argsort(both[:, 0] * m + both[:, 1]), 1]
+        first = table[:, 0]
+        count = degree[first]
+        owner = torch.repeat_interleave(torch.arange(c), count)
+        offset = torch.arange(int(count.sum())) - torch.repeat_interleave(
+            torch.cumsum(count, 0) - count, count
+        )
+        cand = nbrs[nbr_ptr[first][owner] + offset]
+        members = table[owner]
+        keys = torch.minimum(cand[:, None], members) * m + torch.maximum(cand[:, None], members)
+        joins = (_contains(edges, keys) | ~mask[owner]).all(1)
+        _need(not bool(joins.any()), "'clique_table' holds a clique that is not maximal")
+
+
 def validate_state(raw: Any, path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check a loaded state dict fully; return ``(config, state)`` as :func:`load_state` does.
 
@@ -317,6 +413,7 @@ def validate_state(raw: Any, path: str | Path) -> tuple[dict[str, Any], dict[str
             "correspondence='index' needs landmark sets of equal size",
         )
         _tables(raw, m, config)
+        _cliques(raw, m, config)
         visibility, canvas_size = _frame_entries(raw, clouds, config)
     except _Invalid as err:
         raise ValueError(f"{where}: invalid sampler file: {err}") from None
@@ -331,6 +428,8 @@ def validate_state(raw: Any, path: str | Path) -> tuple[dict[str, Any], dict[str
         "fit_time": raw["fit_time"],
         "visibility": visibility,
         "canvas_size": canvas_size,
+        "clique_table": raw["clique_table"],
+        "clique_mask": raw["clique_mask"],
     }
     return config, state
 

@@ -30,7 +30,13 @@ from wbaug.sampling._validation import (
 from wbaug.sampling.barycenters import clique_barycenters, masked_index_barycenters
 from wbaug.sampling.cliques import clique_probabilities, maximal_cliques, pad_cliques
 from wbaug.sampling.dirichlet import sample_dirichlet
-from wbaug.sampling.graph import build_neighborhood_graph, exact_knn, knn_from_pairs, pair_distance_matrix
+from wbaug.sampling.graph import (
+    build_neighborhood_graph,
+    exact_knn,
+    knn_from_pairs,
+    neighborhood_edges,
+    pair_distance_matrix,
+)
 from wbaug.sampling.grid_search import grid_search
 from wbaug.sampling.local import LocalSamplingMixin
 from wbaug.sampling.persistence import CONFIG_KEYS, load_state, save_state
@@ -219,9 +225,24 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
             n = "ragged" if self.n_points_ is None else self.n_points_
             state = (
                 f"fitted: M={self.n_landmark_sets_} sets, N={n} points, D={self.n_dims_}, "
-                f"{self.graph_.number_of_edges()} edges, {len(self.cliques_)} cliques"
+                f"{self._n_edges} edges, {len(self.cliques_)} cliques"
             )
         return f"{type(self).__name__}({args}) [{state}]"
+
+    @property
+    def graph_(self) -> Any:
+        """The fitted ε + kNN graph as a ``networkx.Graph`` (edge attribute ``weight`` = W2); after
+        :meth:`load` it is built on first access."""
+        if not self.is_fitted:
+            raise AttributeError("graph_ exists once the sampler is fitted")
+        if self._graph is None:
+            self._graph = build_neighborhood_graph(
+                self.knn_indices_,
+                self.knn_distances_,
+                symmetrize=self.symmetrize,
+                num_nodes=self.n_landmark_sets_,
+            )
+        return self._graph
 
     @property
     def is_fitted(self) -> bool:
@@ -349,7 +370,10 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         n_pairs: int,
         *,
         visibility: Tensor | None = None,
+        cliques: tuple[Tensor, Tensor] | None = None,
     ) -> None:
+        """Set the fitted state; ``cliques`` (a validated ``(table, mask)`` from a file) skips their
+        enumeration, and the ``networkx`` graph is then built only when ``graph_`` is first read."""
         m = cloud_count(clouds)
         self.landmarks_ = clouds
         self.visibility_ = visibility
@@ -361,19 +385,27 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
         self.knn_distances_ = knn_dist
         self.distances_ = distances
         self.n_pairs_evaluated_ = n_pairs
-        self.graph_ = build_neighborhood_graph(knn_idx, knn_dist, symmetrize=self.symmetrize, num_nodes=m)
-        self.cliques_ = maximal_cliques(
-            self.graph_, max_clique_size=self.max_clique_size, isolated=self.isolated
-        )
-        self._set_cliques(self.cliques_, m)
+        self._n_edges = int(neighborhood_edges(knn_idx, knn_dist, symmetrize=self.symmetrize)[0].numel())
+        if cliques is None:
+            self._graph = build_neighborhood_graph(knn_idx, knn_dist, symmetrize=self.symmetrize, num_nodes=m)
+            self.cliques_ = maximal_cliques(
+                self._graph, max_clique_size=self.max_clique_size, isolated=self.isolated
+            )
+            cliques = pad_cliques(self.cliques_)
+        else:
+            self._graph = None
+            table, mask = cliques
+            self.cliques_ = [tuple(row[:n]) for row, n in zip(table.tolist(), mask.sum(1).tolist())]
+        self._set_cliques(self.cliques_, *cliques, m)
         self._edge_keys = None
         self._edge_perms = None
         self._mean_shape_cache = None
         self._hash_table = None
 
-    def _set_cliques(self, cliques: list[tuple[int, ...]], m: int) -> None:
+    def _set_cliques(self, cliques: list[tuple[int, ...]], table: Tensor, mask: Tensor, m: int) -> None:
+        """``cliques`` and their padded ``(table, mask)`` (:func:`pad_cliques`) on ``m`` vertices."""
         self.vertex_weights_, self.clique_probs_ = clique_probabilities(cliques, m)
-        self.clique_table_, self.clique_mask_ = pad_cliques(cliques)
+        self.clique_table_, self.clique_mask_ = table, mask
         self.clique_sizes_ = self.clique_mask_.sum(1)
         # CSR map vertex -> cliques containing it (for sample_around)
         members = self.clique_table_[self.clique_mask_]
@@ -586,6 +618,7 @@ class WassersteinBarycentricSampler(LocalSamplingMixin, v2.Transform):
             state["distances"],
             state["n_pairs_evaluated"],
             visibility=state["visibility"],
+            cliques=(state["clique_table"], state["clique_mask"]),
         )
         sampler.canvas_size_ = state["canvas_size"]
         sampler.fit_time_ = state["fit_time"]
