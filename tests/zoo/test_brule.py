@@ -342,3 +342,14 @@ def test_barycenter_file_errors(tmp_path):
     torch.save(torch.rand(7, 2) * 31, good)
     cfg.data.barycenter_file = str(good)
     assert build_data(cfg).barycenter.shape == (7, 2)
+
+
+def test_torchrun_two_ranks_cpu(tmp_path, torchrun):
+    """``torchrun --nproc_per_node=2`` on CPU (Gloo): the smoke preset trains with its gradients averaged
+    across ranks, and rank 0 alone writes the checkpoint, logs and metrics."""
+    out = tmp_path / "ddp"
+    torchrun("-m", "zoo.brule.train", "--preset", "smoke", "--train.out_dir", out, timeout=300)
+    assert json.loads((out / "metrics.json").read_text())["step"] == 6
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 6
+    steps = [int(r["step"]) for r in zoo.common.MetricLogger(out / "logs", tensorboard=False).read("train")]
+    assert steps == sorted(set(steps)) and steps[-1] == 6  # one row per logged step: only rank 0 logs

@@ -335,6 +335,27 @@ def test_frame_folders_and_pairs(tmp_path):
         load_clips(tmp_path / "a", 16)
 
 
+def test_video_files_decode_with_pyav(tmp_path):
+    """A clip written as an .mp4 with PyAV (the ``video`` extra) loads like a frame folder."""
+    av = pytest.importorskip("av")
+    g = torch.Generator().manual_seed(1)
+    base = torch.randint(40, 200, (32, 32, 3), generator=g, dtype=torch.uint8)
+    with av.open(str(tmp_path / "clip.mp4"), mode="w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for t in range(6):
+            frame = av.VideoFrame.from_ndarray((base.int() + 4 * t).clamp(0, 255).to(torch.uint8).numpy())
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())  # flush
+    clip = read_video(tmp_path / "clip.mp4", 16)
+    assert clip.shape == (6, 3, 16, 16) and clip.dtype == torch.uint8
+    assert read_video(tmp_path / "clip.mp4", 16, max_frames=3).shape[0] == 3
+    assert (clip[-1].float().mean() - clip[0].float().mean()) > 10  # the frames brighten as written
+    clips = load_clips(tmp_path, 16)
+    assert len(clips) == 1 and torch.equal(clips[0], clip)
+
+
 def test_video_without_pyav_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # import av → ImportError
     with pytest.raises(ImportError, match=r"wbaug\[video\]"):
@@ -388,3 +409,15 @@ def test_downstream_runs_on_the_smoke_model(smoke_run, smoke_data):
     )  # the augmentation changed the inputs
     with pytest.raises(ValueError, match="--attribute"):
         run_downstream(nets, smoke_data, attribute="nope", steps=1, seeds=1)
+
+
+def test_torchrun_two_ranks_cpu(tmp_path, torchrun):
+    """``torchrun --nproc_per_node=2`` on CPU (Gloo): every stage runs with gradients averaged across ranks
+    (and Stage II's map broadcast), and rank 0 alone writes the checkpoint, metrics and model file."""
+    out = tmp_path / "ddp"
+    torchrun("-m", "zoo.local_transformations.train", "--preset", "smoke", "--train.out_dir", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == metrics["step"]
+    assert (out / "local_transformation.pt").is_file()
+    steps = [int(r["step"]) for r in zoo.common.MetricLogger(out / "logs", tensorboard=False).read("train")]
+    assert steps == sorted(set(steps))  # one row per logged step: only rank 0 logs
