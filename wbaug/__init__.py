@@ -74,7 +74,6 @@ __all__ = [
 ]
 
 
-
 def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f"wbaug.{name}")

@@ -12,6 +12,8 @@
   :func:`landmark_collate` (batches that keep ``KeyPoints``, ``Visibility`` and the canvas size).
 """
 
+from typing import TYPE_CHECKING
+
 from wbaug.transforms.barycentric import (
     BarycentricParams,
     apply_barycentric,
@@ -35,6 +37,9 @@ from wbaug.transforms.learned_local import (
 )
 from wbaug.transforms.multiview import MultiViewDataset, MultiViewTransform, flatten_views, multiview_collate
 from wbaug.transforms.tps import TPSWarp, tps_fit, tps_grid, tps_transform_points, tps_warp_image
+
+if TYPE_CHECKING:  # what static tools (type checkers, the docs) see; loaded on access below
+    from wbaug.transforms.kornia_adapter import RandomBarycentricWarp
 
 __all__ = [
     "BarycentricParams",
