@@ -43,18 +43,16 @@ from zoo.common import (
     all_reduce_mean,
     autocast,
     barrier,
-    claim_out_dir,
-    cleanup_distributed,
     config_to_dict,
     derive_seed,
+    distributed_session,
     epoch_batches,
-    init_distributed,
     make_generator,
     progress,
     run_summary,
     save_config,
     save_figure,
-    seed_process,
+    start_run,
     trainer_main,
     unwrap_model,
     wrap_ddp,
@@ -117,21 +115,13 @@ def train(
     ``resume`` continues from the newest intact checkpoint (and fails when there is none); ``overwrite``
     replaces the run artifacts of a non-empty ``out_dir``, which a new run otherwise refuses (see
     :func:`zoo.common.checkpoint.prepare_run_dir`)."""
-    own_ctx = ctx is None
-    ctx = ctx or init_distributed(cfg.train.device)
-    try:
+    with distributed_session(cfg.train.device, ctx) as ctx:
         return _train(cfg, resume=resume, overwrite=overwrite, ctx=ctx)
-    finally:
-        if own_ctx:
-            cleanup_distributed()
 
 
 def _train(cfg: BarycenterNetConfig, *, resume: bool, overwrite: bool, ctx: DistributedContext) -> dict:
     t_cfg, o_cfg = cfg.train, cfg.optim
-    out = claim_out_dir(t_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
-    seed_process(t_cfg.seed, ctx.rank)
-    if t_cfg.num_threads is not None:
-        torch.set_num_threads(t_cfg.num_threads)
+    out = start_run(t_cfg, ctx, resume=resume, overwrite=overwrite)
     device = ctx.device
 
     # ---- data ------------------------------------------------------------------------------------

@@ -73,17 +73,15 @@ from zoo.common import (
     ShardedEpochSampler,
     all_reduce_mean,
     autocast,
-    claim_out_dir,
-    cleanup_distributed,
     config_to_dict,
     derive_seed,
+    distributed_session,
     epoch_batches,
-    init_distributed,
     make_generator,
     progress,
     run_summary,
     save_config,
-    seed_process,
+    start_run,
     trainer_main,
 )
 from zoo.common.gan import (
@@ -539,13 +537,8 @@ def train(
         data: pre-built data (default: :func:`build_data`); the ablation shares one across cells.
     """
     validate_config(cfg)
-    own_ctx = ctx is None
-    ctx = ctx or init_distributed(cfg.train.device)
-    try:
+    with distributed_session(cfg.train.device, ctx) as ctx:
         return _train(cfg, resume=resume, overwrite=overwrite, ctx=ctx, data=data)
-    finally:
-        if own_ctx:
-            cleanup_distributed()
 
 
 def _train(
@@ -554,10 +547,7 @@ def _train(
     from zoo.brule.evaluate import evaluate_model, log_samples
 
     t_cfg = cfg.train
-    out = claim_out_dir(t_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
-    seed_process(t_cfg.seed, ctx.rank)
-    if t_cfg.num_threads is not None:
-        torch.set_num_threads(t_cfg.num_threads)
+    out = start_run(t_cfg, ctx, resume=resume, overwrite=overwrite)
     device = ctx.device
     data = data if data is not None else build_data(cfg)
     layout = get_layout(cfg.data.layout)

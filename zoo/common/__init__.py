@@ -41,9 +41,11 @@ from zoo.common.distributed import (
     barrier,
     claim_out_dir,
     cleanup_distributed,
+    distributed_session,
     epoch_batches,
     init_distributed,
     resolve_device,
+    start_run,
     wrap_ddp,
 )
 from zoo.common.logging import MetricLogger, landmark_figure, progress, run_summary, save_figure
@@ -66,6 +68,7 @@ __all__ = [
     "capture_rng_state",
     "claim_out_dir",
     "cleanup_distributed",
+    "distributed_session",
     "config_from_args",
     "config_from_dict",
     "config_to_dict",
@@ -84,6 +87,7 @@ __all__ = [
     "resolve_device",
     "restore_rng_state",
     "sample_generator",
+    "start_run",
     "save_checkpoint",
     "save_config",
     "save_figure",

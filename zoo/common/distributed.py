@@ -19,14 +19,17 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from zoo.common.checkpoint import prepare_run_dir
-from zoo.common.seeding import derive_seed, make_generator
+from zoo.common.seeding import derive_seed, make_generator, seed_process
+
+if TYPE_CHECKING:
+    from zoo.common.config import TrainConfig
 
 __all__ = [
     "DistributedContext",
@@ -36,9 +39,11 @@ __all__ = [
     "barrier",
     "claim_out_dir",
     "cleanup_distributed",
+    "distributed_session",
     "epoch_batches",
     "init_distributed",
     "resolve_device",
+    "start_run",
     "wrap_ddp",
 ]
 
@@ -110,6 +115,31 @@ def claim_out_dir(
     if ctx.is_distributed:
         barrier()
     return Path(out_dir)
+
+
+@contextlib.contextmanager
+def distributed_session(device: str, ctx: DistributedContext | None = None) -> Iterator[DistributedContext]:
+    """The ``with`` block a trainer's ``train`` runs in: ``ctx`` as given (a caller such as an ablation
+    owns it), else one from ``torchrun``'s environment (:func:`init_distributed`; one process without it)
+    that is torn down on exit (:func:`cleanup_distributed`)."""
+    if ctx is not None:
+        yield ctx
+        return
+    ctx = init_distributed(device)
+    try:
+        yield ctx
+    finally:
+        cleanup_distributed()
+
+
+def start_run(train_cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overwrite: bool) -> Path:
+    """The first steps of every trainer's run: claim ``out_dir`` (:func:`claim_out_dir`), seed this rank
+    (:func:`~zoo.common.seeding.seed_process`) and apply ``num_threads``. Returns the run directory."""
+    out = claim_out_dir(train_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
+    seed_process(train_cfg.seed, ctx.rank)
+    if train_cfg.num_threads is not None:
+        torch.set_num_threads(train_cfg.num_threads)
+    return out
 
 
 def wrap_ddp(model: nn.Module, ctx: DistributedContext, **kwargs) -> nn.Module:

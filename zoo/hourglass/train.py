@@ -46,17 +46,15 @@ from zoo.common import (
     ShardedEpochSampler,
     all_reduce_mean,
     autocast,
-    claim_out_dir,
-    cleanup_distributed,
     config_to_dict,
     derive_seed,
+    distributed_session,
     epoch_batches,
-    init_distributed,
     make_generator,
     progress,
     run_summary,
     save_config,
-    seed_process,
+    start_run,
     trainer_main,
     unwrap_model,
     wrap_ddp,
@@ -143,23 +141,15 @@ def train(
         splits: pre-built data splits (default: :func:`~zoo.hourglass.data.build_splits` of ``cfg.data``);
             the ablation passes one pre-rendered set to every cell.
     """
-    own_ctx = ctx is None
-    ctx = ctx or init_distributed(cfg.train.device)
-    try:
+    with distributed_session(cfg.train.device, ctx) as ctx:
         return _train(cfg, resume=resume, overwrite=overwrite, ctx=ctx, splits=splits)
-    finally:
-        if own_ctx:
-            cleanup_distributed()
 
 
 def _train(
     cfg: HourglassConfig, *, resume: bool, overwrite: bool, ctx: DistributedContext, splits: DataSplits | None
 ) -> dict:
     t_cfg = cfg.train
-    out = claim_out_dir(t_cfg.out_dir, resume=resume, overwrite=overwrite, ctx=ctx)
-    seed_process(t_cfg.seed, ctx.rank)
-    if t_cfg.num_threads is not None:
-        torch.set_num_threads(t_cfg.num_threads)
+    out = start_run(t_cfg, ctx, resume=resume, overwrite=overwrite)
     device = ctx.device
 
     # ---- data ------------------------------------------------------------------------------------
