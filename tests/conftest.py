@@ -32,6 +32,16 @@ def cuda_devices() -> list[str]:
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors on a shared CPU: one torch thread is several times faster and keeps results
+    reproducible (the GAN and zoo test modules use it for every test)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -37,13 +37,7 @@ from zoo.brule.evaluate import main as evaluate_main
 from zoo.brule.model import Warp, apply_warp
 from zoo.brule.train import build_data, build_model, build_optimizers, encoder_losses, train, train_step
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(out_dir=None, *, loss=None, **train):
